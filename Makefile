@@ -1,0 +1,41 @@
+# `make run` starts the service on embedded defaults; `make test` runs the suite.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+
+# Defaults for `make run` only; any RECEIVER_* variable already in the environment wins.
+export RECEIVER_BROKER_URL ?= redis://127.0.0.1:6379/0
+export RECEIVER_API_TOKEN ?= dev-api-token-change-me
+export RECEIVER_SOURCES_FILE ?= sources.toml
+PORT ?= 8000
+SANDBOX_PORT ?= 8079
+export PORT SANDBOX_PORT
+
+.PHONY: install run test test-postgres bench clean
+
+$(STAMP): setup.cfg pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@
+
+install: $(STAMP)
+
+sources.toml:
+	cp sources.example.toml sources.toml
+
+run: install sources.toml
+	@deploy/ensure-redis.sh "$$RECEIVER_BROKER_URL"
+	$(BIN)/receiver migrate
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/honcho start -f Procfile
+
+test: install
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+test-postgres: install
+	RECEIVER_TEST_DATABASE_URL=$${RECEIVER_TEST_DATABASE_URL:-postgresql+psycopg://postgres@127.0.0.1:5432/test} \
+		$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+clean:
+	rm -rf $(VENV) var *.egg-info

@@ -1,0 +1,86 @@
+"""The receiver: a Flask app that takes provider pushes, and the Celery app its workers run."""
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any, Mapping
+
+from celery import Celery, Task
+from flask import Flask
+from werkzeug.middleware.proxy_fix import ProxyFix
+
+from receiver.config import Settings, load_settings
+from receiver.services import Services
+
+
+def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
+    """Build the app from the environment (or from `test_config`, whose SETTINGS wins)."""
+    app = Flask(__name__)
+    test_config = dict(test_config or {})
+    settings: Settings = test_config.pop("SETTINGS", None) or load_settings(os.environ)
+    app.config.from_mapping(
+        MAX_CONTENT_LENGTH=settings.max_body_bytes,
+        CELERY=celery_config(settings),
+    )
+    app.config.update(test_config)
+    app.json.sort_keys = False  # type: ignore[attr-defined]
+    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    if settings.trusted_proxies:
+        # Client addresses for allow-lists come from exactly this many trusted hops, never from a
+        # header a client alone could set.
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=settings.trusted_proxies)  # type: ignore[method-assign]
+    app.extensions["receiver"] = Services(settings)
+
+    from receiver import api, callbacks, health
+
+    app.register_blueprint(callbacks.bp)
+    app.register_blueprint(api.bp)
+    app.register_blueprint(health.bp)
+    celery_init_app(app)
+    return app
+
+
+def celery_config(settings: Settings) -> dict[str, Any]:
+    """Celery's settings, chosen here and nowhere else."""
+    return {
+        "broker_url": settings.broker_url,
+        "task_ignore_result": True,
+        "task_default_queue": settings.namespace,
+        # JSON only: a pickled message from a compromised broker would run code.
+        "task_serializer": "json",
+        "accept_content": ["json"],
+        # At-least-once: a task is acknowledged after it ran, and re-delivered if its worker died.
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        "worker_prefetch_multiplier": 1,
+        # Publishing from the web path must fail fast when Redis is down: the inbox keeps the event.
+        "task_publish_retry": False,
+        "broker_connection_retry_on_startup": True,
+        "broker_transport_options": {
+            # Longer than any retry countdown, or Redis re-delivers a task that is merely waiting.
+            "visibility_timeout": int(settings.retry_backoff_max) + 3600,
+            "socket_timeout": 2,
+            "socket_connect_timeout": 1,
+        },
+        "worker_hijack_root_logger": False,
+        "beat_schedule": {
+            "sweep-inbox": {"task": "workers.tasks.sweep_inbox", "schedule": 30.0},
+        },
+        "beat_schedule_filename": os.path.join("var", "celerybeat-schedule"),
+        "include": ["workers.tasks"],
+    }
+
+
+def celery_init_app(app: Flask) -> Celery:
+    """Attach a Celery app whose tasks run inside this Flask app's context."""
+
+    class FlaskTask(Task):
+        def __call__(self, *args: object, **kwargs: object) -> object:
+            with app.app_context():
+                return self.run(*args, **kwargs)
+
+    celery_app = Celery(app.name, task_cls=FlaskTask)
+    celery_app.config_from_object(app.config["CELERY"])
+    celery_app.set_default()
+    app.extensions["celery"] = celery_app
+    return celery_app

@@ -1,0 +1,135 @@
+"""Read API for internal users: orders and the inbox, behind a Bearer token."""
+from __future__ import annotations
+
+import hmac
+import logging
+from typing import Any
+
+from flask import Blueprint, Response, jsonify, request
+from sqlalchemy import func, select
+from werkzeug.exceptions import HTTPException
+
+from receiver.errors import BadRequest, NotFound, ReceiverError, Unauthorized
+from receiver.models import Event, EventStatus, Order
+from receiver.orders import find_order
+from receiver.services import services
+
+bp = Blueprint("api", __name__, url_prefix="/api")
+log = logging.getLogger("receiver.api")
+MAX_PAGE_SIZE = 200
+
+
+def check_bearer(header: str | None, token: str | None) -> None:
+    """Refuse a request without the right Bearer token; compare in constant time."""
+    scheme, _, given = (header or "").partition(" ")
+    ok = hmac.compare_digest(given.strip().encode(), (token or "").encode())
+    if scheme.lower() != "bearer" or not token or not ok:
+        raise Unauthorized("missing or wrong token")
+
+
+@bp.before_request
+def authenticate() -> None:
+    check_bearer(request.headers.get("Authorization"), services().settings.api_token)
+
+
+def order_json(order: Order) -> dict[str, Any]:
+    """An order as the read API shows it."""
+    return {
+        "source": order.source,
+        "platform": order.platform,
+        "provider_order_id": order.provider_order_id,
+        "order_no": order.order_no,
+        "purchase_id": order.purchase_id,
+        "status": order.status,
+        "raw_status": order.raw_status,
+        "product_amount": order.product_amount,
+        "shipping_fee": order.shipping_fee,
+        "discount": order.discount,
+        "total_amount": order.total_amount,
+        "refund_amount": order.refund_amount,
+        "currency": order.currency,
+        "modified_at": order.modified_at.isoformat() if order.modified_at else None,
+        "fetched_at": order.fetched_at.isoformat(),
+        "version": order.version,
+        "lines": [
+            {
+                "line_id": line.line_id,
+                "product_id": line.product_id,
+                "sku_id": line.sku_id,
+                "title": line.title,
+                "quantity": line.quantity,
+                "price": line.price,
+                "amount": line.amount,
+                "refund_amount": line.refund_amount,
+                "raw_status": line.raw_status,
+            }
+            for line in order.lines
+        ],
+        "history": [
+            {"field": c.field, "old": c.old, "new": c.new, "at": c.at.isoformat(), "cause": c.cause}
+            for c in order.changes
+        ],
+    }
+
+
+def event_json(event: Event) -> dict[str, Any]:
+    """An inbox event as the read API lists it (without its raw body)."""
+    return {
+        "id": event.id,
+        "source": event.source,
+        "message_type": event.message_type,
+        "kind": event.kind,
+        "platform": event.platform,
+        "order_id": event.order_id,
+        "status": event.status,
+        "attempts": event.attempts,
+        "last_error": event.last_error,
+        "received_at": event.received_at.isoformat(),
+        "processed_at": event.processed_at.isoformat() if event.processed_at else None,
+    }
+
+
+@bp.get("/orders/<source>/<order_id>")
+def get_order(source: str, order_id: str) -> Response:
+    """One order by any of its ids, with its lines and history oldest first."""
+    with services().Session() as session:
+        order = find_order(session, source, order_id)
+        if order is None:
+            raise NotFound(f"no order {order_id!r} at source {source!r}")
+        return jsonify(order_json(order))
+
+
+def _int_arg(name: str, default: int, lo: int, hi: int) -> int:
+    raw = request.args.get(name, str(default))
+    if not raw.isdigit() or not lo <= int(raw) <= hi:
+        raise BadRequest(f"{name} must be an integer from {lo} to {hi}")
+    return int(raw)
+
+
+@bp.get("/events")
+def list_events() -> Response:
+    """The inbox, newest first, filtered by status and source, a page at a time."""
+    page = _int_arg("page", 1, 1, 10**6)
+    per_page = _int_arg("per_page", 50, 1, MAX_PAGE_SIZE)
+    stmt = select(Event)
+    if status := request.args.get("status"):
+        if status not in EventStatus.ALL:
+            raise BadRequest(f"status must be one of {', '.join(EventStatus.ALL)}")
+        stmt = stmt.where(Event.status == status)
+    if source := request.args.get("source"):
+        stmt = stmt.where(Event.source == source)
+    with services().Session() as session:
+        total = session.scalar(select(func.count()).select_from(stmt.subquery()))
+        events = session.scalars(stmt.order_by(Event.id.desc()).limit(per_page).offset((page - 1) * per_page))
+        return jsonify(page=page, per_page=per_page, total=total, events=[event_json(e) for e in events])
+
+
+@bp.errorhandler(ReceiverError)
+def api_error(err: ReceiverError) -> tuple[Response, int]:
+    log.info("%s path=%s", err.event, request.path)
+    return jsonify(error=err.message), err.status
+
+
+@bp.errorhandler(HTTPException)
+def http_error(err: HTTPException) -> tuple[Response, int]:
+    return jsonify(error=err.description), err.code or 500

@@ -1,0 +1,44 @@
+"""POST /callbacks/<source>: where providers push."""
+from __future__ import annotations
+
+import logging
+
+from flask import Blueprint, Response, jsonify, request
+from werkzeug.exceptions import HTTPException
+
+from receiver.errors import MalformedPush, PushRejected
+from receiver.intake import accept
+from receiver.providers import RawPush
+from receiver.services import services
+from workers.tasks import enqueue
+
+bp = Blueprint("callbacks", __name__, url_prefix="/callbacks")
+log = logging.getLogger("receiver.callbacks")
+
+
+@bp.post("/<source>")
+def receive(source: str) -> Response:
+    """Verify, validate and store a push, queue its processing, and only then say 200."""
+    raw = RawPush(headers=request.headers, body=request.get_data(cache=False), content_type=request.content_type or "")
+    push, stored = accept(services(), source, request.args.get("token"), request.remote_addr, raw)
+    if stored.duplicate:
+        log.info("callback.duplicate source=%s type=%s", source, push.message_type)
+    elif push.actionable:
+        enqueue(stored.event_id)
+    return jsonify(ok=True)
+
+
+@bp.errorhandler(PushRejected)
+def rejected(err: PushRejected) -> tuple[Response, int]:
+    log.warning("%s source=%s reason=%s", err.event, request.view_args.get("source") if request.view_args else "", err.message)
+    body = {"ok": False, "error": err.message}
+    if isinstance(err, MalformedPush):
+        body["field"] = err.field
+    return jsonify(body), err.status
+
+
+@bp.errorhandler(HTTPException)
+def http_error(err: HTTPException) -> tuple[Response, int]:
+    code = err.code or 500
+    log.warning("callback.http_%s path=%s", code, request.path)
+    return jsonify(ok=False, error=err.description), code

@@ -1,0 +1,204 @@
+"""Settings: built once at start-up from the environment and the sources file, validated, then passed on."""
+from __future__ import annotations
+
+import ipaddress
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate
+
+from receiver.errors import ConfigError
+
+ENV_PREFIX = "env:"
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+@dataclass(frozen=True)
+class Source:
+    """One account at one provider, and the secrets that guard its callback URL."""
+
+    name: str
+    family: str
+    base_url: str
+    callback_token: str
+    credentials: Mapping[str, Any]
+    allow_ips: tuple[IPNetwork, ...] = ()
+    timeout: float = 10.0
+
+    def __repr__(self) -> str:
+        # Secrets never reach a log line through a repr.
+        return f"Source(name={self.name!r}, family={self.family!r}, base_url={self.base_url!r})"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the service is configured with."""
+
+    database_url: str
+    broker_url: str
+    api_token: str | None
+    sources: Mapping[str, Source]
+    sources_file: str
+    namespace: str = "receiver"
+    timestamp_window: int = 600
+    max_body_bytes: int = 1024 * 1024
+    trusted_proxies: int = 0
+    max_retries: int = 8
+    retry_backoff: float = 2.0
+    retry_backoff_max: float = 600.0
+    sweep_grace: int = 60
+    log_level: str = "INFO"
+
+    def __repr__(self) -> str:
+        return f"Settings(database_url=<set>, broker_url={self.broker_url!r}, sources={list(self.sources)})"
+
+
+class _EnvSchema(Schema):
+    """The RECEIVER_* variables, with their defaults."""
+
+    class Meta:
+        unknown = EXCLUDE
+
+    RECEIVER_DATABASE_URL = fields.String(load_default=None)
+    RECEIVER_BROKER_URL = fields.String(load_default="redis://127.0.0.1:6379/0")
+    RECEIVER_API_TOKEN = fields.String(load_default=None, validate=validate.Length(min=16))
+    RECEIVER_SOURCES_FILE = fields.String(load_default="sources.toml")
+    RECEIVER_NAMESPACE = fields.String(load_default="receiver", validate=validate.Regexp(r"^[A-Za-z0-9_.-]+$"))
+    RECEIVER_TIMESTAMP_WINDOW = fields.Integer(load_default=600, validate=validate.Range(min=1))
+    RECEIVER_MAX_BODY_BYTES = fields.Integer(load_default=1024 * 1024, validate=validate.Range(min=1024))
+    RECEIVER_TRUSTED_PROXIES = fields.Integer(load_default=0, validate=validate.Range(min=0, max=5))
+    RECEIVER_MAX_RETRIES = fields.Integer(load_default=8, validate=validate.Range(min=0))
+    RECEIVER_RETRY_BACKOFF = fields.Float(load_default=2.0, validate=validate.Range(min=0))
+    RECEIVER_RETRY_BACKOFF_MAX = fields.Float(load_default=600.0, validate=validate.Range(min=0))
+    RECEIVER_SWEEP_GRACE = fields.Integer(load_default=60, validate=validate.Range(min=1))
+    RECEIVER_LOG_LEVEL = fields.String(
+        load_default="INFO", validate=validate.OneOf(["DEBUG", "INFO", "WARNING", "ERROR"])
+    )
+
+
+class _SourceSchema(Schema):
+    """The keys every source has, whatever its family; the family's own schema checks the rest."""
+
+    class Meta:
+        unknown = EXCLUDE
+
+    family = fields.String(required=True)
+    base_url = fields.Url(required=True, require_tld=False, schemes={"http", "https"})
+    callback_token = fields.String(required=True, validate=validate.Length(min=16))
+    allow_ips = fields.List(fields.String(), load_default=list)
+    timeout = fields.Float(load_default=10.0, validate=validate.Range(min=0.05, max=60))
+
+
+COMMON_SOURCE_KEYS = frozenset(_SourceSchema().fields)
+
+
+def _first_error(err: ValidationError, prefix: str) -> str:
+    """Flatten marshmallow's nested messages into one line that names the first bad setting."""
+    messages: Any = err.messages
+    path = [prefix] if prefix else []
+    while isinstance(messages, dict):
+        key, messages = next(iter(messages.items()))
+        path.append(str(key))
+    if isinstance(messages, list):
+        messages = messages[0]
+    return f"{'.'.join(path)}: {messages}"
+
+
+def _resolve_env(value: Any, environ: Mapping[str, str], where: str) -> Any:
+    """Replace an `env:VAR` value by that environment variable, which must be set."""
+    if isinstance(value, str) and value.startswith(ENV_PREFIX):
+        var = value[len(ENV_PREFIX):]
+        if var not in environ:
+            raise ConfigError(f"{where}: environment variable {var} is not set")
+        return environ[var]
+    if isinstance(value, list):
+        return [_resolve_env(v, environ, where) for v in value]
+    return value
+
+
+def load_source(name: str, table: Mapping[str, Any], environ: Mapping[str, str]) -> Source:
+    """Validate one `[sources.<name>]` table, resolving `env:VAR` values."""
+    from receiver.providers import family_for  # the registry imports provider modules
+
+    where = f"sources.{name}"
+    if not isinstance(table, Mapping):
+        raise ConfigError(f"{where}: must be a table")
+    resolved = {key: _resolve_env(value, environ, f"{where}.{key}") for key, value in table.items()}
+    try:
+        common = _SourceSchema().load(resolved)
+    except ValidationError as err:
+        raise ConfigError(_first_error(err, where)) from None
+    try:
+        family = family_for(common["family"])
+    except KeyError:
+        raise ConfigError(f"{where}.family: unknown family {common['family']!r}") from None
+    rest = {k: v for k, v in resolved.items() if k not in COMMON_SOURCE_KEYS}
+    try:
+        credentials = family.credentials_schema().load(rest)
+    except ValidationError as err:
+        raise ConfigError(_first_error(err, where)) from None
+    try:
+        allow_ips = tuple(ipaddress.ip_network(ip, strict=False) for ip in common["allow_ips"])
+    except ValueError as err:
+        raise ConfigError(f"{where}.allow_ips: {err}") from None
+    return Source(
+        name=name,
+        family=common["family"],
+        base_url=common["base_url"].rstrip("/"),
+        callback_token=common["callback_token"],
+        credentials=credentials,
+        allow_ips=allow_ips,
+        timeout=common["timeout"],
+    )
+
+
+def load_sources(path: str, environ: Mapping[str, str]) -> dict[str, Source]:
+    """Read and validate the sources file."""
+    try:
+        with open(path, "rb") as fh:
+            data = tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError(
+            f"RECEIVER_SOURCES_FILE: {path} not found (copy sources.example.toml to start)"
+        ) from None
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError(f"RECEIVER_SOURCES_FILE: {path}: {err}") from None
+    tables = data.get("sources")
+    if not isinstance(tables, dict) or not tables:
+        raise ConfigError(f"RECEIVER_SOURCES_FILE: {path} has no [sources.<name>] table")
+    return {name: load_source(name, table, environ) for name, table in tables.items()}
+
+
+def default_database_url() -> str:
+    """A SQLite file under ./var, created on demand."""
+    var = Path("var").resolve()
+    var.mkdir(exist_ok=True)
+    return f"sqlite:///{var / 'receiver.db'}"
+
+
+def load_settings(environ: Mapping[str, str]) -> Settings:
+    """Build and validate the settings from an environment mapping; raise ConfigError naming the bad one."""
+    present = {k: v for k, v in environ.items() if k.startswith("RECEIVER_") and v != ""}
+    try:
+        env = _EnvSchema().load(present)
+    except ValidationError as err:
+        raise ConfigError(_first_error(err, "")) from None
+    sources_file = env["RECEIVER_SOURCES_FILE"]
+    return Settings(
+        database_url=env["RECEIVER_DATABASE_URL"] or default_database_url(),
+        broker_url=env["RECEIVER_BROKER_URL"],
+        api_token=env["RECEIVER_API_TOKEN"],
+        sources=load_sources(sources_file, environ),
+        sources_file=sources_file,
+        namespace=env["RECEIVER_NAMESPACE"],
+        timestamp_window=env["RECEIVER_TIMESTAMP_WINDOW"],
+        max_body_bytes=env["RECEIVER_MAX_BODY_BYTES"],
+        trusted_proxies=env["RECEIVER_TRUSTED_PROXIES"],
+        max_retries=env["RECEIVER_MAX_RETRIES"],
+        retry_backoff=env["RECEIVER_RETRY_BACKOFF"],
+        retry_backoff_max=env["RECEIVER_RETRY_BACKOFF_MAX"],
+        sweep_grace=env["RECEIVER_SWEEP_GRACE"],
+        log_level=env["RECEIVER_LOG_LEVEL"],
+    )

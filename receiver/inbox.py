@@ -1,0 +1,91 @@
+"""The inbox: every push stored raw, in one short transaction, before we answer."""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Mapping
+
+from sqlalchemy import Engine, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+
+from receiver.models import Event, EventStatus, utcnow
+from receiver.providers import Push, RawPush
+
+# Headers worth keeping with the raw event; cookies and proxies' own headers are not.
+KEPT_HEADERS = frozenset(
+    {"content-type", "content-length", "user-agent", "access-key", "timestamp", "nonce-str", "signature", "user-id"}
+)
+
+
+@dataclass(frozen=True)
+class Stored:
+    """The outcome of storing a push."""
+
+    event_id: int | None  # None: a duplicate of an event we hold
+    duplicate: bool
+
+
+# INSERT ... ON CONFLICT DO NOTHING: a duplicate costs one statement and no exception.
+_INSERT = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}
+
+
+def store_push(
+    engine: Engine, source: str, raw: RawPush, push: Push, received_at: datetime | None = None
+) -> Stored:
+    """Insert the raw event unless its dedupe key or body is already in the inbox; commit before returning."""
+    headers = {k.lower(): v for k, v in raw.headers.items() if k.lower() in KEPT_HEADERS}
+    values = {
+        "source": source,
+        "message_type": push.message_type,
+        "kind": push.kind,
+        "platform": push.order.platform if push.order else None,
+        "order_id": push.order.order_id if push.order else None,
+        "dedupe_key": push.dedupe_key,
+        "body_sha256": hashlib.sha256(raw.body).hexdigest(),
+        "content_type": raw.content_type[:128],
+        "headers": json.dumps(headers, sort_keys=True),
+        "body": raw.body,
+        "status": EventStatus.RECEIVED if push.actionable else EventStatus.IGNORED,
+        "attempts": 0,
+        "received_at": received_at or utcnow(),
+        "updated_at": received_at or utcnow(),
+    }
+    stmt = _INSERT[engine.dialect.name](Event).on_conflict_do_nothing().values(**values).returning(Event.id)
+    with engine.begin() as conn:
+        event_id = conn.execute(stmt).scalar()
+    return Stored(event_id=event_id, duplicate=event_id is None)
+
+
+def mark_queued(engine: Engine, event_ids: list[int]) -> None:
+    """Note that these events are on the queue (only those still waiting to be)."""
+    stmt = (
+        update(Event)
+        .where(Event.id.in_(event_ids), Event.status.in_([EventStatus.RECEIVED, EventStatus.QUEUED]))
+        .values(status=EventStatus.QUEUED, updated_at=utcnow())
+    )
+    with engine.begin() as conn:
+        conn.execute(stmt)
+
+
+def event_headers(event: Event) -> Mapping[str, str]:
+    """The stored headers of an event."""
+    return json.loads(event.headers)
+
+
+def raw_push(event: Event) -> RawPush:
+    """The push an event was stored from, to parse again in the worker."""
+    return RawPush(headers=event_headers(event), body=event.body, content_type=event.content_type)
+
+
+def stuck_events(engine: Engine, older_than: datetime, limit: int = 500) -> list[int]:
+    """Ids of events still waiting for a worker since before `older_than`."""
+    stmt = (
+        select(Event.id)
+        .where(Event.status.in_([EventStatus.RECEIVED, EventStatus.QUEUED]), Event.updated_at < older_than)
+        .order_by(Event.id)
+        .limit(limit)
+    )
+    with engine.connect() as conn:
+        return list(conn.scalars(stmt))

@@ -1,0 +1,125 @@
+"""Applying a re-fetched order to local state: upsert order and lines, one history row per change."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import or_, select
+from sqlalchemy.orm import Session, selectinload
+
+from receiver.models import Order, OrderChange, OrderLine
+from receiver.providers import STATUS_RANK, LineSnapshot, OrderSnapshot
+
+ORDER_FIELDS = (
+    "order_no",
+    "purchase_id",
+    "status",
+    "raw_status",
+    "product_amount",
+    "shipping_fee",
+    "discount",
+    "total_amount",
+    "refund_amount",
+    "currency",
+    "modified_at",
+)
+LINE_FIELDS = ("product_id", "sku_id", "title", "quantity", "price", "amount", "refund_amount", "raw_status")
+
+
+@dataclass(frozen=True)
+class Change:
+    """One field that changed."""
+
+    field: str
+    old: Any
+    new: Any
+
+
+def _text(value: Any) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, datetime):
+        return value.isoformat()
+    return str(value)
+
+
+def is_stale(order: Order, snap: OrderSnapshot, fetch_started: datetime) -> bool:
+    """Whether applying `snap` would move the order backwards.
+
+    The provider's modified time decides when both sides have one. Without it, a fetch that started
+    before the one we applied is stale, and so is a status of lower rank than the one we hold.
+    """
+    if order.modified_at and snap.modified_at:
+        return snap.modified_at < order.modified_at
+    if fetch_started < order.fetched_at:
+        return True
+    held, new = STATUS_RANK.get(order.status), STATUS_RANK.get(snap.status)
+    return held is not None and new is not None and new < held
+
+
+def find_order(session: Session, source: str, any_id: str) -> Order | None:
+    """An order of `source` by any of its ids: provider order id, order number or purchase id."""
+    stmt = (
+        select(Order)
+        .where(Order.source == source)
+        .where(or_(Order.provider_order_id == any_id, Order.order_no == any_id, Order.purchase_id == any_id))
+        .order_by(Order.provider_order_id != any_id, Order.id)
+        .options(selectinload(Order.lines), selectinload(Order.changes))
+        .limit(1)
+    )
+    return session.scalars(stmt).first()
+
+
+def apply_snapshot(
+    session: Session, source: str, snap: OrderSnapshot, fetch_started: datetime, cause: str
+) -> list[Change]:
+    """Upsert one order and its lines from a re-fetch; record and return what changed."""
+    stmt = select(Order).where(Order.source == source, Order.provider_order_id == snap.provider_order_id)
+    order = session.scalars(stmt.with_for_update()).first()
+    if order is None:
+        order = Order(
+            source=source,
+            platform=snap.platform,
+            provider_order_id=snap.provider_order_id,
+            fetched_at=fetch_started,
+            version=0,
+            **{f: None for f in ORDER_FIELDS},
+        )
+        session.add(order)
+    elif is_stale(order, snap, fetch_started):
+        return []
+    changes = [
+        Change(f, getattr(order, f), getattr(snap, f)) for f in ORDER_FIELDS if getattr(order, f) != getattr(snap, f)
+    ]
+    for c in changes:
+        setattr(order, c.field, c.new)
+    changes += _apply_lines(order, snap.lines)
+    order.fetched_at = max(order.fetched_at, fetch_started)
+    if changes:
+        order.version += 1
+        for c in changes:
+            order.changes.append(OrderChange(field=c.field, old=_text(c.old), new=_text(c.new), cause=cause))
+    return changes
+
+
+def _apply_lines(order: Order, lines: tuple[LineSnapshot, ...]) -> list[Change]:
+    """Bring the order's lines in line with the snapshot, naming each changed field `line:<id>.<field>`."""
+    held = {line.line_id: line for line in order.lines}
+    changes: list[Change] = []
+    for snap in lines:
+        line = held.pop(snap.line_id, None)
+        if line is None:
+            line = OrderLine(line_id=snap.line_id)
+            order.lines.append(line)
+            changes.append(Change(f"line:{snap.line_id}", None, "added"))
+        for f in LINE_FIELDS:
+            old, new = getattr(line, f), getattr(snap, f)
+            if old != new:
+                setattr(line, f, new)
+                if f in ("quantity", "price", "amount", "refund_amount", "raw_status") and old is not None:
+                    changes.append(Change(f"line:{snap.line_id}.{f}", old, new))
+    for gone in held.values():
+        order.lines.remove(gone)
+        changes.append(Change(f"line:{gone.line_id}", "present", None))
+    return changes

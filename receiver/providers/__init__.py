@@ -1,0 +1,168 @@
+"""The seam between the service and the provider families: shared types and the registry.
+
+Each family lives in one module of this package and knows everything about its provider: how its
+pushes are verified and parsed, how its API is signed, and how its order JSON maps to ours. Nothing
+outside this package knows a provider's field names.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, Mapping, Protocol
+
+from receiver.errors import PermanentProviderError, TransientProviderError
+
+if TYPE_CHECKING:
+    import requests
+    from marshmallow import Schema
+
+    from receiver.config import Source
+
+KINDS = ("price", "status", "refund", "logistics", "other")
+PLATFORMS = ("taobao", "1688")
+# Normalised order statuses, by how far along an order is; a re-fetch never moves an order to a
+# lower rank unless the provider gives a newer modified time.
+STATUS_RANK = {
+    "awaiting_payment": 0,
+    "awaiting_shipment": 1,
+    "shipped": 2,
+    "received": 3,
+    "completed": 4,
+    "cancelled": 5,
+    "closed": 5,
+    "other": None,
+}
+
+
+@dataclass(frozen=True)
+class RawPush:
+    """A push as it came over HTTP: what every family's verifier and parser read."""
+
+    headers: Mapping[str, str]
+    body: bytes
+    content_type: str
+
+
+@dataclass(frozen=True)
+class PushAuth:
+    """What a family's verifier found that the core checks uniformly: freshness and replay."""
+
+    timestamp_ms: int | None = None
+    nonce: str | None = None
+
+
+@dataclass(frozen=True)
+class OrderRef:
+    """Which order a push announces; `lookup` holds the family's own filters for re-fetching it."""
+
+    platform: str
+    order_id: str
+    lookup: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Push:
+    """A parsed push: a hint, never the order's truth."""
+
+    message_type: str
+    kind: str
+    dedupe_key: str
+    order: OrderRef | None
+    actionable: bool = True
+
+
+@dataclass(frozen=True)
+class LineSnapshot:
+    """One order line as the provider's API gave it, normalised."""
+
+    line_id: str
+    product_id: str | None
+    sku_id: str | None
+    title: str | None
+    quantity: int
+    price: int
+    amount: int
+    refund_amount: int
+    raw_status: str | None
+
+
+@dataclass(frozen=True)
+class OrderSnapshot:
+    """One order as the provider's API gave it, normalised: amounts in fen, status in our set."""
+
+    platform: str
+    provider_order_id: str
+    order_no: str | None
+    purchase_id: str | None
+    status: str
+    raw_status: str
+    product_amount: int
+    shipping_fee: int
+    discount: int
+    total_amount: int
+    refund_amount: int
+    currency: str
+    modified_at: datetime | None
+    lines: tuple[LineSnapshot, ...] = ()
+
+
+class Family(Protocol):
+    """What a provider family module offers the core."""
+
+    name: str
+
+    def credentials_schema(self) -> Schema:
+        """The marshmallow schema of this family's source keys (credentials and options)."""
+
+    def authenticate(self, source: Source, raw: RawPush) -> PushAuth:
+        """Verify a push's signature; raise BadSignature, or MalformedPush when it cannot be read."""
+
+    def parse_push(self, source: Source, raw: RawPush) -> Push:
+        """Validate and parse a push; raise MalformedPush naming the bad field."""
+
+    def fetch_orders(self, http: requests.Session, source: Source, ref: OrderRef) -> list[OrderSnapshot]:
+        """Re-fetch the announced order through the signed API; raise Transient/PermanentProviderError."""
+
+
+def family_for(name: str) -> Family:
+    """The family module registered under `name`; KeyError when there is none."""
+    from receiver.providers import xportcn
+
+    families: dict[str, Family] = {xportcn.FAMILY.name: xportcn.FAMILY}
+    return families[name]
+
+
+def post_json(
+    http: requests.Session, url: str, payload: Mapping[str, Any], headers: Mapping[str, str], timeout: float
+) -> Any:
+    """POST JSON and return the decoded answer, sorting failures into transient and permanent."""
+    import requests
+
+    try:
+        resp = http.post(url, json=payload, headers=dict(headers), timeout=timeout, allow_redirects=False)
+    except requests.Timeout as err:
+        raise TransientProviderError(f"timeout after {timeout}s: {url}") from err
+    except requests.ConnectionError as err:
+        raise TransientProviderError(f"connection failed: {url}") from err
+    if resp.status_code == 429 or resp.status_code >= 500:
+        raise TransientProviderError(f"HTTP {resp.status_code} from {url}")
+    if resp.status_code != 200:
+        raise PermanentProviderError(f"HTTP {resp.status_code} from {url}: {resp.text[:200]}")
+    try:
+        return resp.json()
+    except (ValueError, json.JSONDecodeError) as err:
+        raise PermanentProviderError(f"answer from {url} is not JSON") from err
+
+
+def as_int(value: Any, what: str) -> int:
+    """An integer field of a provider answer; a permanent error when it is not one."""
+    if isinstance(value, bool):
+        raise PermanentProviderError(f"{what} is not an integer: {value!r}")
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+        return int(value)
+    if value is None:
+        return 0
+    raise PermanentProviderError(f"{what} is not an integer: {value!r}")

@@ -1,0 +1,154 @@
+"""A loopback provider: a real HTTP server that checks our signatures as the provider documents them,
+serves orders seeded from the provider docs' examples, and can be told to misbehave.
+
+The test suite's loopback provider and the `receiver sandbox` command are this module.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import random
+import threading
+import time
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, Mapping, Protocol
+
+log = logging.getLogger("receiver.sandbox")
+
+FAULT_MODES = ("http500", "http429", "timeout", "code")
+
+
+class FakeProvider(Protocol):
+    """One provider family's side of the sandbox."""
+
+    family: str
+
+    def handle(self, path: str, headers: Mapping[str, str], body: bytes) -> tuple[int, dict[str, Any]]:
+        """Answer one API request: (HTTP status, JSON body)."""
+
+    def error(self, code: int, msg: str) -> dict[str, Any]:
+        """The provider's own shape for an error answer."""
+
+    def order_ids(self) -> list[str]:
+        """The ids of the orders it holds."""
+
+    def order_of_request(self, path: str, body: bytes) -> str | None:
+        """Which order an API request asks for, when it names one."""
+
+
+@dataclass
+class Faults:
+    """Switches to rehearse a misbehaving provider."""
+
+    latency: float = 0.0  # seconds added to every answer
+    fail_rate: float = 0.0  # share of requests answered with `fail_mode`
+    fail_mode: str = "http500"
+    queued: list[str] = field(default_factory=list)  # the next requests' faults, in order
+    broken_orders: dict[str, tuple[int, str]] = field(default_factory=dict)  # order id -> (code, msg)
+    timeout_delay: float = 3.0
+
+    def next_fault(self) -> str | None:
+        if self.queued:
+            return self.queued.pop(0)
+        if self.fail_rate and random.random() < self.fail_rate:
+            return self.fail_mode
+        return None
+
+
+class Sandbox:
+    """The server: mounts fake providers under path prefixes, counts calls, applies faults."""
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
+        self.providers: dict[str, FakeProvider] = {}
+        self.faults = Faults()
+        self.calls: list[tuple[str, str | None, int]] = []  # (path, order id, HTTP status)
+        self.lock = threading.RLock()
+        sandbox = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_POST(self) -> None:  # noqa: N802 - the stdlib's name
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length)
+                status, payload = sandbox.dispatch(self.path, self.headers, body)
+                if status == 0:  # a simulated time-out: answer too late
+                    time.sleep(sandbox.faults.timeout_delay)
+                    status, payload = 504, {"error": "timeout"}
+                data = json.dumps(payload).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                try:
+                    self.wfile.write(data)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass
+
+            def log_message(self, fmt: str, *args: object) -> None:
+                log.debug("sandbox " + fmt, *args)
+
+        self.server = ThreadingHTTPServer((host, port), Handler)
+        self.server.daemon_threads = True
+        self.thread: threading.Thread | None = None
+
+    @property
+    def url(self) -> str:
+        host, port = self.server.server_address[:2]
+        return f"http://{host}:{port}"
+
+    def mount(self, prefix: str, provider: FakeProvider) -> FakeProvider:
+        """Serve `provider` under `/<prefix>`; its sources use `<url>/<prefix>` as base URL."""
+        self.providers[prefix.strip("/")] = provider
+        return provider
+
+    def base_url(self, prefix: str) -> str:
+        """The base URL a source configures to talk to the provider mounted at `prefix`."""
+        return f"{self.url}/{prefix.strip('/')}"
+
+    def dispatch(self, path: str, headers: Mapping[str, str], body: bytes) -> tuple[int, dict[str, Any]]:
+        """Route one request to its provider, after the fault switches had their say."""
+        prefix, _, rest = path.lstrip("/").partition("/")
+        provider = self.providers.get(prefix)
+        if provider is None:
+            return 404, {"error": f"nothing mounted at /{prefix}"}
+        rest = "/" + rest.split("?", 1)[0]
+        with self.lock:
+            fault = self.faults.next_fault()
+            broken = self.faults.broken_orders
+            order_id = provider.order_of_request(rest, body)
+        if self.faults.latency:
+            time.sleep(self.faults.latency)
+        if fault == "timeout":
+            result: tuple[int, dict[str, Any]] = (0, {})
+        elif fault == "http500":
+            result = 500, {"error": "internal error"}
+        elif fault == "http429":
+            result = 429, {"error": "too many requests"}
+        elif fault == "code":
+            result = 200, provider.error(500, "system busy")
+        elif order_id is not None and order_id in broken:
+            result = 200, provider.error(*broken[order_id])
+        else:
+            with self.lock:
+                result = provider.handle(rest, headers, body)
+        with self.lock:
+            self.calls.append((rest, order_id, result[0]))
+        return result
+
+    def fetches(self, order_id: str | None = None) -> int:
+        """How many API calls asked for `order_id` (or for anything)."""
+        with self.lock:
+            return sum(1 for _, oid, _ in self.calls if order_id is None or oid == order_id)
+
+    def start(self) -> Sandbox:
+        """Serve in a daemon thread."""
+        self.thread = threading.Thread(target=self.server.serve_forever, name="sandbox", daemon=True)
+        self.thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop serving and close the socket."""
+        self.server.shutdown()
+        self.server.server_close()

@@ -1,0 +1,176 @@
+"""Fixtures: a real database (SQLite or PostgreSQL), real Redis, a real Celery worker, a loopback provider."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import pytest
+import redis
+from sqlalchemy import create_engine, delete, text
+from sqlalchemy.engine import make_url
+
+from receiver import create_app
+from receiver.config import Settings, load_settings
+from receiver.migrate import upgrade
+from receiver.models import Event, Order, OrderChange, OrderLine
+from receiver.sandbox import Sandbox
+from receiver.sandbox.xportcn import XportcnProvider
+
+ROOT = Path(__file__).resolve().parent.parent
+API_TOKEN = "test-api-token-0123456789"
+SOURCES = {
+    # name: (family, mount prefix, options)
+    "demo": ("xportcn", "xportcn", {"portal": "pandapon"}),
+    "thai": ("xportcn", "thai", {"portal": "thai"}),
+}
+CREDENTIALS = {
+    "demo": {"access_key": "ak-demo", "access_secret": "demo-secret-0001", "user_id": "2100007341207"},
+    "thai": {"access_key": "ak-thai", "access_secret": "thai-secret-0002", "user_id": "2219093763101"},
+}
+TOKENS = {"demo": "cb-token-demo-0123456789", "thai": "cb-token-thai-0123456789"}
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float = 15.0, interval: float = 0.05) -> Any:
+    """Poll `predicate` until it returns something truthy; fail the test after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s")
+        time.sleep(interval)
+
+
+@pytest.fixture(scope="session")
+def database_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A fresh, migrated database: RECEIVER_TEST_DATABASE_URL's server (a new database on it) or SQLite."""
+    base = os.environ.get("RECEIVER_TEST_DATABASE_URL", "")
+    if not base.startswith("postgresql"):
+        url = f"sqlite:///{tmp_path_factory.mktemp('db') / 'receiver.db'}"
+        upgrade(url)
+        yield url
+        return
+    name = f"receiver_test_{uuid.uuid4().hex[:10]}"
+    admin = create_engine(base, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    url = make_url(base).set(database=name).render_as_string(hide_password=False)
+    upgrade(url)
+    yield url
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def broker_url() -> str:
+    """The real Redis the suite uses."""
+    url = os.environ.get("RECEIVER_TEST_BROKER_URL", "redis://127.0.0.1:6379/0")
+    redis.Redis.from_url(url).ping()
+    return url
+
+
+@pytest.fixture(scope="session")
+def sandbox() -> Iterator[Sandbox]:
+    """The loopback provider, serving every test source under its own prefix."""
+    box = Sandbox().start()
+    yield box
+    box.stop()
+
+
+def fresh_providers(box: Sandbox) -> None:
+    """Mount new provider state (seed orders, no faults) for every test source."""
+    for name, (family, prefix, _) in SOURCES.items():
+        box.mount(prefix, XportcnProvider(**CREDENTIALS[name]))
+    box.faults.__init__()  # type: ignore[misc]
+    box.calls.clear()
+
+
+@pytest.fixture(scope="session")
+def environ(tmp_path_factory: pytest.TempPathFactory, database_url: str, broker_url: str, sandbox: Sandbox) -> dict[str, str]:
+    """The RECEIVER_* environment of the web app and the worker: one namespace per run."""
+    path = tmp_path_factory.mktemp("conf") / "sources.toml"
+    lines = []
+    for name, (family, prefix, options) in SOURCES.items():
+        lines.append(f"[sources.{name}]")
+        table = {"family": family, "base_url": sandbox.base_url(prefix), "callback_token": TOKENS[name],
+                 "timeout": 1.0, **CREDENTIALS[name], **options}
+        lines += [f'{k} = "{v}"' if isinstance(v, str) else f"{k} = {v}" for k, v in table.items()]
+        lines.append("")
+    path.write_text("\n".join(lines))
+    return {
+        "RECEIVER_DATABASE_URL": database_url,
+        "RECEIVER_BROKER_URL": broker_url,
+        "RECEIVER_API_TOKEN": API_TOKEN,
+        "RECEIVER_SOURCES_FILE": str(path),
+        "RECEIVER_NAMESPACE": f"receiver-test-{uuid.uuid4().hex[:8]}",
+        "RECEIVER_RETRY_BACKOFF": "0.2",
+        "RECEIVER_RETRY_BACKOFF_MAX": "1",
+        "RECEIVER_MAX_RETRIES": "3",
+        "RECEIVER_LOG_LEVEL": "INFO",
+    }
+
+
+@pytest.fixture(scope="session")
+def settings(environ: dict[str, str]) -> Settings:
+    """The settings every in-process app of the suite starts from."""
+    return load_settings(environ)
+
+
+@pytest.fixture(scope="session")
+def app(settings: Settings):  # type: ignore[no-untyped-def]
+    """The receiver's Flask app on the test settings."""
+    app = create_app({"SETTINGS": settings, "TESTING": True})
+    yield app
+    app.extensions["receiver"].engine.dispose()
+
+
+@pytest.fixture
+def client(app):  # type: ignore[no-untyped-def]
+    """A test client of the app."""
+    return app.test_client()
+
+
+@pytest.fixture(scope="session")
+def worker(environ: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[subprocess.Popen[bytes]]:
+    """A real Celery worker process consuming the run's queue on the real Redis."""
+    log_path = tmp_path_factory.mktemp("worker") / "worker.log"
+    env = {**os.environ, **environ, "PYTHONUNBUFFERED": "1"}
+    cmd = [sys.executable, "-m", "celery", "-A", "workers.app", "worker", "--pool", "threads",
+           "--concurrency", "4", "--queues", environ["RECEIVER_NAMESPACE"], "--loglevel", "INFO",
+           "--without-gossip", "--without-mingle", "--without-heartbeat"]
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        wait_for(lambda: b"ready." in log_path.read_bytes() or proc.poll() is not None, timeout=30)
+        if proc.poll() is not None:
+            raise RuntimeError("worker did not start:\n" + log_path.read_text())
+        yield proc
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        r = redis.Redis.from_url(environ["RECEIVER_BROKER_URL"])
+        for key in r.scan_iter(f"{environ['RECEIVER_NAMESPACE']}*"):
+            r.delete(key)
+
+
+@pytest.fixture(autouse=True)
+def clean_state(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Each test starts with an empty database and freshly seeded providers."""
+    if "app" in request.fixturenames or "worker" in request.fixturenames:
+        app = request.getfixturevalue("app")
+        fresh_providers(request.getfixturevalue("sandbox"))
+        engine = app.extensions["receiver"].engine
+        with engine.begin() as conn:
+            for table in (OrderChange, OrderLine, Order, Event):
+                conn.execute(delete(table))
+    yield

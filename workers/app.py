@@ -1,0 +1,2 @@
+from receiver import create_app
+celery_app = create_app().extensions["celery"]
