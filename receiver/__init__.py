@@ -60,7 +60,13 @@ def celery_config(settings: Settings) -> dict[str, Any]:
             # Longer than any retry countdown, or Redis re-delivers a task that is merely waiting.
             "visibility_timeout": int(settings.retry_backoff_max) + 3600,
             "socket_timeout": 2,
-            "socket_connect_timeout": 1,
+            "socket_connect_timeout": 0.5,
+            # How long a publish may try to reach Redis: one quick retry, well inside the provider's
+            # 1000 ms. The worker's consumer reconnects on its own terms (broker_connection_*).
+            "max_retries": 1,
+            "interval_start": 0,
+            "interval_step": 0.1,
+            "connect_retries_timeout": 0.5,
         },
         "worker_hijack_root_logger": False,
         "beat_schedule": {

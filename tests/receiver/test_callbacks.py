@@ -1,0 +1,169 @@
+"""POST /callbacks/<source>: each refusal with its own status, nothing stored for a refused push."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+
+import pytest
+from sqlalchemy import func, select
+
+from receiver import create_app
+from receiver.models import Event, EventStatus
+from receiver.providers import xportcn
+from tests.conftest import CREDENTIALS, TOKENS
+
+ORDER = "2542285634920880794"
+URL = f"/callbacks/demo?token={TOKENS['demo']}"
+
+
+def stored_events(app) -> list[Event]:  # type: ignore[no-untyped-def]
+    with app.extensions["receiver"].Session() as session:
+        return list(session.scalars(select(Event).order_by(Event.id)))
+
+
+def envelope(**overrides):  # type: ignore[no-untyped-def]
+    body = {
+        "messageType": "ORDER_BUYER_VIEW_ORDER_PRICE_MODIFY",
+        "messageBody": json.dumps({"orderId": ORDER, "orderNo": "PO1"}),
+        "messagePlatform": 1,
+        "timestamp": str(int(time.time() * 1000)),
+    }
+    body.update(overrides)
+    return {k: v for k, v in body.items() if v is not None}
+
+
+def signed(ts_ms: int | None = None, secret: str | None = None) -> dict[str, str]:
+    c = CREDENTIALS["demo"]
+    return xportcn.signed_headers(c["access_key"], secret or c["access_secret"], c["user_id"], now_ms=ts_ms)
+
+
+def test_signed_push_is_stored_and_acknowledged(app, client):
+    resp = client.post(URL, json=envelope(), headers=signed())
+    assert resp.status_code == 200 and resp.json == {"ok": True}
+    [event] = stored_events(app)
+    assert (event.source, event.kind, event.platform, event.order_id) == ("demo", "price", "1688", ORDER)
+    assert json.loads(event.body)["messagePlatform"] == 1
+    assert json.loads(event.headers)["access-key"] == CREDENTIALS["demo"]["access_key"]
+
+
+def test_unsigned_push_with_token_is_accepted(app, client):
+    assert client.post(URL, json=envelope()).status_code == 200
+    assert len(stored_events(app)) == 1
+
+
+def test_timestamp_in_seconds_is_accepted(app, client):
+    assert client.post(URL, json=envelope(), headers=signed(ts_ms=int(time.time()))).status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("url", "headers", "status", "event"),
+    [
+        ("/callbacks/nobody?token=x", {}, 404, "unknown source"),
+        ("/callbacks/demo", {}, 401, "missing token"),
+        ("/callbacks/demo?token=wrong-token-0123456789", {}, 401, "wrong token"),
+        (f"/callbacks/demo?token={TOKENS['thai']}", {}, 401, "another source's token"),
+        (URL, "bad-secret", 401, "bad signature"),
+        (URL, "stale", 401, "stale timestamp"),
+        (URL, "future", 401, "timestamp from the future"),
+        (URL, "partial", 401, "incomplete signature headers"),
+    ],
+)
+def test_refused_push_stores_nothing(app, client, url, headers, status, event):
+    if headers == "bad-secret":
+        headers = signed(secret="not-the-secret")
+    elif headers == "stale":
+        headers = signed(ts_ms=int(time.time() * 1000) - 601_000)
+    elif headers == "future":
+        headers = signed(ts_ms=int(time.time() * 1000) + 601_000)
+    elif headers == "partial":
+        headers = {k: v for k, v in signed().items() if k != "nonce-str"}
+    resp = client.post(url, json=envelope(), headers=headers)
+    assert resp.status_code == status, event
+    assert resp.json["ok"] is False and resp.json["error"]
+    assert stored_events(app) == []
+
+
+def test_replayed_nonce_is_refused(app, client):
+    headers = signed()
+    assert client.post(URL, json=envelope(), headers=headers).status_code == 200
+    replay = client.post(URL, json=envelope(messageType="ORDER_CANCEL"), headers=headers)
+    assert replay.status_code == 401 and "nonce" in replay.json["error"]
+    assert len(stored_events(app)) == 1
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        (b"{not json", "body"),
+        (b"[1, 2]", "body"),
+        (json.dumps(envelope(messageType=None)).encode(), "messageType"),
+        (json.dumps(envelope(messageBody=None)).encode(), "messageBody"),
+        (json.dumps(envelope(messageBody="{broken")).encode(), "messageBody"),
+        (json.dumps(envelope(messageBody="[1]")).encode(), "messageBody"),
+        (json.dumps(envelope(messagePlatform=7)).encode(), "messagePlatform"),
+        (json.dumps(envelope(messagePlatform="1")).encode(), "messagePlatform"),
+        (json.dumps(envelope(timestamp="yesterday")).encode(), "timestamp"),
+        (json.dumps(envelope(messageBody=json.dumps({"orderNo": "PO1"}))).encode(), "messageBody.orderId"),
+    ],
+)
+def test_malformed_body_is_400_naming_the_field(app, client, body, field):
+    resp = client.post(URL, data=body, content_type="application/json")
+    assert resp.status_code == 400
+    assert resp.json["field"] == field
+    assert stored_events(app) == []
+
+
+def test_message_body_as_object_is_accepted(app, client):
+    resp = client.post(URL, json=envelope(messageBody={"orderId": ORDER}))
+    assert resp.status_code == 200
+    assert stored_events(app)[0].order_id == ORDER
+
+
+def test_oversize_body_is_413(app, client):
+    padding = "x" * (1024 * 1024)
+    resp = client.post(URL, json=envelope(messageBody=json.dumps({"orderId": ORDER, "pad": padding})))
+    assert resp.status_code == 413
+    assert stored_events(app) == []
+
+
+def test_unknown_type_is_stored_and_acknowledged_but_not_processed(app, client):
+    resp = client.post(URL, json=envelope(messageType="SHOP_NOTICE", messageBody=json.dumps({"notice": "hi"})))
+    assert resp.status_code == 200
+    [event] = stored_events(app)
+    assert (event.message_type, event.kind, event.status) == ("SHOP_NOTICE", "other", EventStatus.IGNORED)
+
+
+@pytest.mark.parametrize("change", ["same body", "same type, order and push time"])
+def test_duplicate_delivery_is_acknowledged_and_stored_once(app, client, change):
+    first = envelope()
+    again = dict(first) if change == "same body" else {**first, "messageBody": {"orderId": ORDER, "extra": 1}}
+    assert client.post(URL, json=first).status_code == 200
+    assert client.post(URL, json=again).status_code == 200
+    assert len(stored_events(app)) == 1
+
+
+def test_database_down_is_503_so_the_provider_retries(settings, tmp_path):
+    broken = dataclasses.replace(settings, database_url=f"sqlite:///{tmp_path}/missing/dir/receiver.db")
+    app = create_app({"SETTINGS": broken, "TESTING": True})
+    resp = app.test_client().post(URL, json=envelope())
+    assert resp.status_code == 503 and resp.json["ok"] is False
+
+
+def test_redis_down_still_acknowledges_and_keeps_the_event_received(app, settings):
+    no_redis = dataclasses.replace(settings, broker_url="redis://127.0.0.1:1/0")
+    down = create_app({"SETTINGS": no_redis, "TESTING": True})
+    started = time.monotonic()
+    resp = down.test_client().post(URL, json=envelope(), headers=signed())
+    assert resp.status_code == 200
+    assert time.monotonic() - started < 1.0  # the provider gives up after 1000 ms
+    [event] = stored_events(app)
+    assert event.status == EventStatus.RECEIVED
+
+
+def test_allow_list_refuses_other_addresses(settings):
+    demo = dataclasses.replace(settings.sources["demo"], allow_ips=(__import__("ipaddress").ip_network("203.0.113.0/24"),))
+    app = create_app({"SETTINGS": dataclasses.replace(settings, sources={**settings.sources, "demo": demo})})
+    client = app.test_client()
+    assert client.post(URL, json=envelope(), environ_base={"REMOTE_ADDR": "198.51.100.7"}).status_code == 401
+    assert client.post(URL, json=envelope(), environ_base={"REMOTE_ADDR": "203.0.113.9"}).status_code == 200

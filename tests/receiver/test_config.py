@@ -1,0 +1,66 @@
+"""Settings: validated once, a bad or missing one named in a single line."""
+from __future__ import annotations
+
+import pytest
+
+from receiver.config import load_settings
+from receiver.errors import ConfigError
+
+GOOD = """
+[sources.demo]
+family = "xportcn"
+base_url = "https://www.xportcn.com/api"
+access_key = "ak"
+access_secret = "env:DEMO_SECRET"
+user_id = "2100007341207"
+callback_token = "a-callback-token-long-enough"
+allow_ips = ["203.0.113.0/24"]
+"""
+
+
+@pytest.fixture
+def sources(tmp_path):  # type: ignore[no-untyped-def]
+    """Write a sources file and return its path."""
+
+    def write(text: str) -> str:
+        path = tmp_path / "sources.toml"
+        path.write_text(text)
+        return str(path)
+
+    return write
+
+
+def test_env_values_are_resolved_and_defaults_applied(sources):
+    settings = load_settings({"RECEIVER_SOURCES_FILE": sources(GOOD), "DEMO_SECRET": "s3cret"})
+    demo = settings.sources["demo"]
+    assert demo.credentials["access_secret"] == "s3cret" and demo.credentials["portal"] == "xportcn"
+    assert settings.broker_url == "redis://127.0.0.1:6379/0" and settings.database_url.startswith("sqlite:///")
+    assert "s3cret" not in repr(settings) and "s3cret" not in repr(demo)
+
+
+@pytest.mark.parametrize(
+    ("text", "env", "named"),
+    [
+        (GOOD, {}, "sources.demo.access_secret: environment variable DEMO_SECRET is not set"),
+        (GOOD.replace('access_key = "ak"\n', ""), {"DEMO_SECRET": "s"}, "sources.demo.access_key"),
+        (GOOD.replace('"xportcn"', '"ebay"'), {"DEMO_SECRET": "s"}, "sources.demo.family"),
+        (GOOD.replace("https://www.xportcn.com/api", "ftp:x"), {"DEMO_SECRET": "s"}, "sources.demo.base_url"),
+        (GOOD.replace("a-callback-token-long-enough", "short"), {"DEMO_SECRET": "s"}, "sources.demo.callback_token"),
+        (GOOD.replace("203.0.113.0/24", "not-an-ip"), {"DEMO_SECRET": "s"}, "sources.demo.allow_ips"),
+        (GOOD + 'portal = "mars"\n', {"DEMO_SECRET": "s"}, "sources.demo.portal"),
+        (GOOD + 'colour = "red"\n', {"DEMO_SECRET": "s"}, "sources.demo.colour"),
+        ("not toml [", {}, "RECEIVER_SOURCES_FILE"),
+        ("", {}, "RECEIVER_SOURCES_FILE"),
+        (GOOD, {"DEMO_SECRET": "s", "RECEIVER_API_TOKEN": "short"}, "RECEIVER_API_TOKEN"),
+        (GOOD, {"DEMO_SECRET": "s", "RECEIVER_TIMESTAMP_WINDOW": "soon"}, "RECEIVER_TIMESTAMP_WINDOW"),
+    ],
+)
+def test_bad_setting_is_named(sources, text, env, named):
+    with pytest.raises(ConfigError) as err:
+        load_settings({"RECEIVER_SOURCES_FILE": sources(text), **env})
+    assert named in str(err.value) and "\n" not in str(err.value)
+
+
+def test_missing_sources_file_is_named(tmp_path):
+    with pytest.raises(ConfigError, match="RECEIVER_SOURCES_FILE: .* not found"):
+        load_settings({"RECEIVER_SOURCES_FILE": str(tmp_path / "nope.toml")})
