@@ -11,7 +11,10 @@ def make_engine(url: str, pool_size: int = 5) -> Engine:
         engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
 
         @event.listens_for(engine, "connect")
-        def _sqlite_pragmas(dbapi_conn, _record) -> None:  # type: ignore[no-untyped-def]
+        def _sqlite_connect(dbapi_conn, _record) -> None:  # type: ignore[no-untyped-def]
+            # Take transaction control from pysqlite, which would BEGIN only at the first write and
+            # so let a read-then-write (our upsert) lose an update to a concurrent worker.
+            dbapi_conn.isolation_level = None
             # WAL lets the web process write while workers read; NORMAL sync is durable in WAL mode
             # against process crashes, which is what "stored before 200" needs on one machine.
             cur = dbapi_conn.cursor()
@@ -20,6 +23,11 @@ def make_engine(url: str, pool_size: int = 5) -> Engine:
             cur.execute("PRAGMA busy_timeout=30000")
             cur.execute("PRAGMA foreign_keys=ON")
             cur.close()
+
+        @event.listens_for(engine, "begin")
+        def _sqlite_begin(conn) -> None:  # type: ignore[no-untyped-def]
+            # IMMEDIATE takes the write lock up front: SQLite's stand-in for SELECT ... FOR UPDATE.
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
 
         return engine
     return create_engine(

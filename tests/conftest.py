@@ -169,7 +169,9 @@ def clean_state(request: pytest.FixtureRequest) -> Iterator[None]:
     if "app" in request.fixturenames or "worker" in request.fixturenames:
         app = request.getfixturevalue("app")
         fresh_providers(request.getfixturevalue("sandbox"))
-        engine = app.extensions["receiver"].engine
+        services = app.extensions["receiver"]
+        services.redis.delete(services.settings.namespace)  # tasks a previous test left queued
+        engine = services.engine
         with engine.begin() as conn:
             for table in (OrderChange, OrderLine, Order, Event):
                 conn.execute(delete(table))
