@@ -1,6 +1,7 @@
 """Fixtures: a real database (SQLite or PostgreSQL), real Redis, a real Celery worker, a loopback provider."""
 from __future__ import annotations
 
+import dataclasses
 import os
 import subprocess
 import sys
@@ -129,6 +130,21 @@ def app(settings: Settings):  # type: ignore[no-untyped-def]
     app = create_app({"SETTINGS": settings, "TESTING": True})
     yield app
     app.extensions["receiver"].engine.dispose()
+
+
+@pytest.fixture
+def make_app(settings: Settings) -> Iterator[Callable[..., Any]]:
+    """Build extra apps on changed settings (`make_app(broker_url=...)`); closes their pools after."""
+    apps = []
+
+    def build(**changes: Any):  # type: ignore[no-untyped-def]
+        app = create_app({"SETTINGS": dataclasses.replace(settings, **changes), "TESTING": True})
+        apps.append(app)
+        return app
+
+    yield build
+    for app in apps:
+        app.extensions["receiver"].engine.dispose()
 
 
 @pytest.fixture

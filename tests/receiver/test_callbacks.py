@@ -2,13 +2,13 @@
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import json
 import time
 
 import pytest
 from sqlalchemy import func, select
 
-from receiver import create_app
 from receiver.models import Event, EventStatus
 from receiver.providers import xportcn
 from tests.conftest import CREDENTIALS, TOKENS
@@ -143,16 +143,14 @@ def test_duplicate_delivery_is_acknowledged_and_stored_once(app, client, change)
     assert len(stored_events(app)) == 1
 
 
-def test_database_down_is_503_so_the_provider_retries(settings, tmp_path):
-    broken = dataclasses.replace(settings, database_url=f"sqlite:///{tmp_path}/missing/dir/receiver.db")
-    app = create_app({"SETTINGS": broken, "TESTING": True})
+def test_database_down_is_503_so_the_provider_retries(make_app, tmp_path):
+    app = make_app(database_url=f"sqlite:///{tmp_path}/missing/dir/receiver.db")
     resp = app.test_client().post(URL, json=envelope())
     assert resp.status_code == 503 and resp.json["ok"] is False
 
 
-def test_redis_down_still_acknowledges_and_keeps_the_event_received(app, settings):
-    no_redis = dataclasses.replace(settings, broker_url="redis://127.0.0.1:1/0")
-    down = create_app({"SETTINGS": no_redis, "TESTING": True})
+def test_redis_down_still_acknowledges_and_keeps_the_event_received(app, make_app):
+    down = make_app(broker_url="redis://127.0.0.1:1/0")
     started = time.monotonic()
     resp = down.test_client().post(URL, json=envelope(), headers=signed())
     assert resp.status_code == 200
@@ -161,9 +159,8 @@ def test_redis_down_still_acknowledges_and_keeps_the_event_received(app, setting
     assert event.status == EventStatus.RECEIVED
 
 
-def test_allow_list_refuses_other_addresses(settings):
-    demo = dataclasses.replace(settings.sources["demo"], allow_ips=(__import__("ipaddress").ip_network("203.0.113.0/24"),))
-    app = create_app({"SETTINGS": dataclasses.replace(settings, sources={**settings.sources, "demo": demo})})
-    client = app.test_client()
+def test_allow_list_refuses_other_addresses(settings, make_app):
+    demo = dataclasses.replace(settings.sources["demo"], allow_ips=(ipaddress.ip_network("203.0.113.0/24"),))
+    client = make_app(sources={**settings.sources, "demo": demo}).test_client()
     assert client.post(URL, json=envelope(), environ_base={"REMOTE_ADDR": "198.51.100.7"}).status_code == 401
     assert client.post(URL, json=envelope(), environ_base={"REMOTE_ADDR": "203.0.113.9"}).status_code == 200
