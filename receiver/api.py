@@ -10,8 +10,8 @@ from sqlalchemy import func, select
 from werkzeug.exceptions import HTTPException
 
 from receiver.errors import BadRequest, NotFound, ReceiverError, Unauthorized
-from receiver.models import Event, EventStatus, Order
-from receiver.orders import find_order
+from receiver.models import Event, EventStatus
+from receiver.orders import find_order, order_json
 from receiver.services import services
 
 bp = Blueprint("api", __name__, url_prefix="/api")
@@ -30,46 +30,6 @@ def check_bearer(header: str | None, token: str | None) -> None:
 @bp.before_request
 def authenticate() -> None:
     check_bearer(request.headers.get("Authorization"), services().settings.api_token)
-
-
-def order_json(order: Order) -> dict[str, Any]:
-    """An order as the read API shows it."""
-    return {
-        "source": order.source,
-        "platform": order.platform,
-        "provider_order_id": order.provider_order_id,
-        "order_no": order.order_no,
-        "purchase_id": order.purchase_id,
-        "status": order.status,
-        "raw_status": order.raw_status,
-        "product_amount": order.product_amount,
-        "shipping_fee": order.shipping_fee,
-        "discount": order.discount,
-        "total_amount": order.total_amount,
-        "refund_amount": order.refund_amount,
-        "currency": order.currency,
-        "modified_at": order.modified_at.isoformat() if order.modified_at else None,
-        "fetched_at": order.fetched_at.isoformat(),
-        "version": order.version,
-        "lines": [
-            {
-                "line_id": line.line_id,
-                "product_id": line.product_id,
-                "sku_id": line.sku_id,
-                "title": line.title,
-                "quantity": line.quantity,
-                "price": line.price,
-                "amount": line.amount,
-                "refund_amount": line.refund_amount,
-                "raw_status": line.raw_status,
-            }
-            for line in order.lines
-        ],
-        "history": [
-            {"field": c.field, "old": c.old, "new": c.new, "at": c.at.isoformat(), "cause": c.cause}
-            for c in order.changes
-        ],
-    }
 
 
 def event_json(event: Event) -> dict[str, Any]:

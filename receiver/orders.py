@@ -123,3 +123,43 @@ def _apply_lines(order: Order, lines: tuple[LineSnapshot, ...]) -> list[Change]:
         order.lines.remove(gone)
         changes.append(Change(f"line:{gone.line_id}", "present", None))
     return changes
+
+
+def order_json(order: Order) -> dict[str, Any]:
+    """An order as the read API shows it."""
+    return {
+        "source": order.source,
+        "platform": order.platform,
+        "provider_order_id": order.provider_order_id,
+        "order_no": order.order_no,
+        "purchase_id": order.purchase_id,
+        "status": order.status,
+        "raw_status": order.raw_status,
+        "product_amount": order.product_amount,
+        "shipping_fee": order.shipping_fee,
+        "discount": order.discount,
+        "total_amount": order.total_amount,
+        "refund_amount": order.refund_amount,
+        "currency": order.currency,
+        "modified_at": order.modified_at.isoformat() if order.modified_at else None,
+        "fetched_at": order.fetched_at.isoformat(),
+        "version": order.version,
+        "lines": [
+            {
+                "line_id": line.line_id,
+                "product_id": line.product_id,
+                "sku_id": line.sku_id,
+                "title": line.title,
+                "quantity": line.quantity,
+                "price": line.price,
+                "amount": line.amount,
+                "refund_amount": line.refund_amount,
+                "raw_status": line.raw_status,
+            }
+            for line in order.lines
+        ],
+        "history": [
+            {"field": c.field, "old": c.old, "new": c.new, "at": c.at.isoformat(), "cause": c.cause}
+            for c in order.changes
+        ],
+    }

@@ -5,6 +5,7 @@ import dataclasses
 import os
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -14,6 +15,7 @@ import pytest
 import redis
 from sqlalchemy import create_engine, delete, text
 from sqlalchemy.engine import make_url
+from werkzeug.serving import make_server
 
 from receiver import create_app
 from receiver.config import Settings, load_settings
@@ -145,6 +147,16 @@ def make_app(settings: Settings) -> Iterator[Callable[..., Any]]:
     yield build
     for app in apps:
         app.extensions["receiver"].engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def live_url(app) -> Iterator[str]:  # type: ignore[no-untyped-def]
+    """The app served over real HTTP on 127.0.0.1, for clients in other threads or processes."""
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_port}"
+    server.shutdown()
 
 
 @pytest.fixture

@@ -17,6 +17,9 @@ from typing import Any, Mapping, Protocol
 log = logging.getLogger("receiver.sandbox")
 
 FAULT_MODES = ("http500", "http429", "timeout", "code")
+CONTROL = "_control"
+# What `receiver simulate <kind>` asks a provider to do to an order.
+CHANGES = {"price": "correct_price", "status": "step_status", "refund": "refund"}
 
 
 class FakeProvider(Protocol):
@@ -35,6 +38,21 @@ class FakeProvider(Protocol):
 
     def order_of_request(self, path: str, body: bytes) -> str | None:
         """Which order an API request asks for, when it names one."""
+
+    def correct_price(self, order_id: str, delta: int = -100) -> str:
+        """Correct an order's price; return the message type of the push it causes."""
+
+    def step_status(self, order_id: str) -> str:
+        """Move an order one status forward; return the push's message type."""
+
+    def refund(self, order_id: str, amount: int = 500) -> str:
+        """Refund part of an order; return the push's message type."""
+
+    def push(self, order_id: str, message_type: str, signed: bool = True) -> tuple[dict[str, str], bytes]:
+        """The push the provider sends about an order: (headers, body)."""
+
+    def redeliver(self, headers: Mapping[str, str], body: bytes) -> tuple[dict[str, str], bytes]:
+        """The same push sent again, as the provider's retry would send it."""
 
 
 @dataclass
@@ -110,6 +128,8 @@ class Sandbox:
     def dispatch(self, path: str, headers: Mapping[str, str], body: bytes) -> tuple[int, dict[str, Any]]:
         """Route one request to its provider, after the fault switches had their say."""
         prefix, _, rest = path.lstrip("/").partition("/")
+        if prefix == CONTROL:
+            return self.control(rest, body)
         provider = self.providers.get(prefix)
         if provider is None:
             return 404, {"error": f"nothing mounted at /{prefix}"}
@@ -136,6 +156,45 @@ class Sandbox:
         with self.lock:
             self.calls.append((rest, order_id, result[0]))
         return result
+
+    def control(self, path: str, body: bytes) -> tuple[int, dict[str, Any]]:
+        """The sandbox's own API, for `receiver simulate` and fault rehearsals in another process."""
+        try:
+            args = json.loads(body or b"{}")
+        except ValueError:
+            return 400, {"error": "body is not JSON"}
+        if path == "faults":
+            with self.lock:
+                for key in ("latency", "fail_rate", "fail_mode", "queued", "timeout_delay"):
+                    if key in args:
+                        setattr(self.faults, key, args[key])
+                for order_id, error in (args.get("broken_orders") or {}).items():
+                    if error is None:
+                        self.faults.broken_orders.pop(order_id, None)
+                    else:
+                        self.faults.broken_orders[order_id] = (int(error[0]), str(error[1]))
+            return 200, {"ok": True}
+        prefix, _, action = path.partition("/")
+        provider = self.providers.get(prefix)
+        if provider is None:
+            return 404, {"error": f"nothing mounted at /{prefix}"}
+        with self.lock:
+            if action == "orders":
+                return 200, {"orders": provider.order_ids()}
+            if action == "change":
+                kind = args.get("kind")
+                if kind not in CHANGES:
+                    return 400, {"error": f"kind must be one of {', '.join(CHANGES)}"}
+                order_id = args.get("order_id") or provider.order_ids()[0]
+                if order_id not in provider.order_ids():
+                    return 404, {"error": f"no order {order_id}"}
+                message_type = getattr(provider, CHANGES[kind])(order_id)
+                headers, push = provider.push(order_id, message_type)
+                return 200, {"order_id": order_id, "message_type": message_type, "headers": headers, "body": push.decode()}
+            if action == "redeliver":
+                headers, push = provider.redeliver(args.get("headers") or {}, str(args.get("body", "")).encode())
+                return 200, {"headers": headers, "body": push.decode()}
+        return 404, {"error": f"no control action {action!r}"}
 
     def fetches(self, order_id: str | None = None) -> int:
         """How many API calls asked for `order_id` (or for anything)."""

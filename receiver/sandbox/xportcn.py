@@ -281,6 +281,13 @@ class XportcnProvider:
             headers.update(spec.signed_headers(self.access_key, self.access_secret, self.user_id))
         return headers, json.dumps(envelope, ensure_ascii=False).encode()
 
+    def redeliver(self, headers: Mapping[str, str], body: bytes) -> tuple[dict[str, str], bytes]:
+        """A retry of a push: the same body, freshly signed (a new nonce and timestamp)."""
+        fresh = {"Content-Type": "application/json"}
+        if any(k.lower() == "signature" for k in headers):
+            fresh.update(spec.signed_headers(self.access_key, self.access_secret, self.user_id))
+        return fresh, body
+
 
 def _keep(record: Mapping[str, Any], query: Mapping[str, Any], keys: tuple[str, ...]) -> bool:
     """Whether a record passes the list API's filters (those of `keys` the query sets)."""
