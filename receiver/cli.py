@@ -43,6 +43,7 @@ def migrate() -> None:
 def sandbox(port: int, sources_file: str, latency: float, fail_rate: float) -> None:
     """Serve a loopback provider for every source whose base URL points at 127.0.0.1:PORT."""
     from receiver.sandbox import Sandbox
+    from receiver.sandbox.dajisaas import DajisaasProvider
     from receiver.sandbox.xportcn import XportcnProvider
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s sandbox %(message)s")
@@ -59,6 +60,9 @@ def sandbox(port: int, sources_file: str, latency: float, fail_rate: float) -> N
         creds = source.credentials
         if source.family == "xportcn":
             box.mount(url.path, XportcnProvider(creds["access_key"], creds["access_secret"], creds["user_id"]))
+            click.echo(f"sandbox: {source.name} ({source.family}) at {source.base_url}")
+        elif source.family == "dajisaas":
+            box.mount(url.path, DajisaasProvider(creds["app_key"], creds["app_secret"]))
             click.echo(f"sandbox: {source.name} ({source.family}) at {source.base_url}")
     if not box.providers:
         raise click.ClickException(f"no source in {sources_file} points at http://127.0.0.1:{port}/")
