@@ -48,6 +48,7 @@ def sandbox(
 ) -> None:
     """Serve a loopback provider for every source whose base URL points at 127.0.0.1:PORT."""
     from receiver.sandbox import Sandbox
+    from receiver.sandbox.dajisaas import DajisaasProvider
     from receiver.sandbox.xportcn import XportcnProvider
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s sandbox %(message)s")
@@ -65,6 +66,9 @@ def sandbox(
         creds = source.credentials
         if source.family == "xportcn":
             box.mount(url.path, XportcnProvider(creds["access_key"], creds["access_secret"], creds["user_id"]))
+            click.echo(f"sandbox: {source.name} ({source.family}) at {source.base_url}")
+        elif source.family == "dajisaas":
+            box.mount(url.path, DajisaasProvider(creds["app_key"], creds["app_secret"]))
             click.echo(f"sandbox: {source.name} ({source.family}) at {source.base_url}")
     if not box.providers:
         raise click.ClickException(f"no source in {sources_file} points at http://127.0.0.1:{port}/")

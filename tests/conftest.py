@@ -22,6 +22,7 @@ from receiver.config import Settings, load_settings
 from receiver.migrate import upgrade
 from receiver.models import Event, Order, OrderChange, OrderLine
 from receiver.sandbox import Sandbox
+from receiver.sandbox.dajisaas import DajisaasProvider
 from receiver.sandbox.xportcn import XportcnProvider
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -30,12 +31,16 @@ SOURCES = {
     # name: (family, mount prefix, options)
     "demo": ("xportcn", "xportcn", {"portal": "pandapon"}),
     "thai": ("xportcn", "thai", {"portal": "thai"}),
+    "daji": ("dajisaas", "dajisaas", {}),
 }
 CREDENTIALS = {
     "demo": {"access_key": "ak-demo", "access_secret": "demo-secret-0001", "user_id": "2100007341207"},
     "thai": {"access_key": "ak-thai", "access_secret": "thai-secret-0002", "user_id": "2219093763101"},
+    "daji": {"app_key": "ak-daji", "app_secret": "daji-secret-0003"},
 }
-TOKENS = {"demo": "cb-token-demo-0123456789", "thai": "cb-token-thai-0123456789"}
+TOKENS = {"demo": "cb-token-demo-0123456789", "thai": "cb-token-thai-0123456789", "daji": "cb-token-daji-0123456789"}
+# The loopback provider of each family.
+FAKES = {"xportcn": XportcnProvider, "dajisaas": DajisaasProvider}
 
 
 def wait_for(predicate: Callable[[], Any], timeout: float = 15.0, interval: float = 0.05) -> Any:
@@ -90,7 +95,7 @@ def sandbox() -> Iterator[Sandbox]:
 def fresh_providers(box: Sandbox) -> None:
     """Mount new provider state (seed orders, no faults) for every test source."""
     for name, (family, prefix, _) in SOURCES.items():
-        box.mount(prefix, XportcnProvider(**CREDENTIALS[name]))
+        box.mount(prefix, FAKES[family](**CREDENTIALS[name]))
     box.faults.__init__()  # type: ignore[misc]
     box.calls.clear()
 

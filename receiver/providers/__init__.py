@@ -127,9 +127,9 @@ class Family(Protocol):
 
 def family_for(name: str) -> Family:
     """The family module registered under `name`; KeyError when there is none."""
-    from receiver.providers import xportcn
+    from receiver.providers import dajisaas, xportcn
 
-    families: dict[str, Family] = {xportcn.FAMILY.name: xportcn.FAMILY}
+    families: dict[str, Family] = {f.name: f for f in (xportcn.FAMILY, dajisaas.FAMILY)}
     return families[name]
 
 
