@@ -265,6 +265,10 @@ class DajisaasProvider:
         body = urlencode({spec.MESSAGE_FIELD: text, spec.SIGNATURE_FIELD: spec.sign(secret, text)})
         return {"Content-Type": f"{spec.FORM_CONTENT_TYPE}; charset=UTF-8"}, body.encode()
 
+    def redeliver(self, headers: Mapping[str, str], body: bytes) -> tuple[dict[str, str], bytes]:
+        """1688 re-sends a message as it was: same msgId, same signature."""
+        return {"Content-Type": f"{spec.FORM_CONTENT_TYPE}; charset=UTF-8"}, body
+
 
 def _plus_fen(yuan: float, fen: int) -> float:
     """A yuan amount plus some fen, computed exactly and written back as JSON writes yuan."""

@@ -52,3 +52,15 @@ def test_cli_refuses_a_source_it_does_not_know(environ, monkeypatch):
         monkeypatch.setenv(key, value)
     result = CliRunner().invoke(main, ["simulate", "price", "--source", "nobody"])
     assert result.exit_code != 0 and "no source 'nobody'" in result.output
+
+
+def test_simulate_dajisaas_refund_with_redelivery(app, settings, live_url, worker):
+    lines: list[str] = []
+    code = simulate.run(settings.sources["daji"], "refund", live_url, settings.database_url, duplicates=2, wait=True, echo=lines.append)
+    assert code == 0
+    assert [line.rsplit("->", 1)[1].split()[0] for line in lines if line.startswith("push ")] == ["200"] * 3
+    from tests.workers.test_refetch import events
+
+    assert len(events(app)) == 1  # the same msgId three times is one event
+    [state] = [line for line in lines if line.startswith("order ")]
+    assert "refund_amount=" in state and "refund_amount=0," not in state
