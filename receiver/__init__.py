@@ -52,7 +52,14 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         # At-least-once: a task is acknowledged after it ran, and re-delivered if its worker died.
         "task_acks_late": True,
         "task_reject_on_worker_lost": True,
+        # One task at a time per worker process: a re-fetch can wait on the provider for seconds, and
+        # prefetched tasks would wait behind it instead of going to an idle worker.
         "worker_prefetch_multiplier": 1,
+        # Soft shutdown: on Ctrl-C/SIGQUIT, running tasks get this long to finish, and tasks held for a
+        # countdown (retries, coalesced re-fetches) go back to Redis instead of waiting for the
+        # visibility timeout, also when the worker is idle.
+        "worker_soft_shutdown_timeout": 10.0,
+        "worker_enable_soft_shutdown_on_idle": True,
         # Publishing from the web path must fail fast when Redis is down: the inbox keeps the event.
         "task_publish_retry": False,
         "broker_connection_retry_on_startup": True,

@@ -5,9 +5,12 @@ import logging
 import os
 import sys
 import time
+from contextlib import contextmanager
+from typing import Iterator
 from urllib.parse import urlsplit
 
 import click
+from flask import Flask
 
 from receiver.config import load_settings, load_sources
 from receiver.errors import ConfigError
@@ -102,6 +105,87 @@ def simulate(
     if source is None:
         raise click.ClickException(f"no source {source_name!r} in {settings.sources_file}")
     sys.exit(sim.run(source, kind, receiver_url, settings.database_url, order, count, duplicates, shuffle, wait, timeout, click.echo))
+
+
+@main.group()
+def events() -> None:
+    """The inbox: list, show and replay events."""
+
+
+@contextmanager
+def _app() -> Iterator[Flask]:
+    """The app on the environment's settings, its pools closed when the command is done."""
+    from receiver import create_app
+
+    try:
+        app = create_app()
+    except ConfigError as err:
+        raise click.ClickException(f"configuration: {err}") from None
+    try:
+        yield app
+    finally:
+        app.extensions["receiver"].engine.dispose()
+
+
+@events.command("list")
+@click.option("--status", type=click.Choice(["received", "queued", "processed", "ignored", "failed", "dead"]))
+@click.option("--source")
+@click.option("--limit", type=int, default=50, show_default=True)
+def events_list(status: str | None, source: str | None, limit: int) -> None:
+    """List events, newest first."""
+    from sqlalchemy import select
+
+    from receiver.models import Event
+
+    stmt = select(Event).order_by(Event.id.desc()).limit(limit)
+    if status:
+        stmt = stmt.where(Event.status == status)
+    if source:
+        stmt = stmt.where(Event.source == source)
+    with _app() as app, app.extensions["receiver"].Session() as session:
+        for e in session.scalars(stmt):
+            error = f"  {e.last_error}" if e.last_error else ""
+            click.echo(f"{e.id:>8} {e.received_at:%Y-%m-%d %H:%M:%S} {e.source:<10} {e.status:<9} {e.kind:<9} {e.order_id or '-':<20} {e.message_type}{error}")
+
+
+@events.command("show")
+@click.argument("event_id", type=int)
+def events_show(event_id: int) -> None:
+    """Show one event: its raw headers and body, attempts and error."""
+    from receiver.models import Event
+
+    with _app() as app, app.extensions["receiver"].Session() as session:
+        e = session.get(Event, event_id)
+        if e is None:
+            raise click.ClickException(f"no event {event_id}")
+        for name in ("id", "source", "message_type", "kind", "platform", "order_id", "status", "attempts", "last_error", "received_at", "processed_at"):
+            click.echo(f"{name:>13}: {getattr(e, name)}")
+        click.echo(f"{'headers':>13}: {e.headers}")
+        click.echo(f"{'body':>13}: {e.body.decode('utf-8', 'replace')}")
+
+
+@events.command("replay")
+@click.argument("event_ids", type=int, nargs=-1)
+@click.option("--status", type=click.Choice(["dead", "failed", "received", "queued"]), help="Replay every event in this status.")
+@click.option("--source", help="Only this source's events (with --status).")
+@click.option("--since", type=click.DateTime(), help="Only events received since (UTC; with --status).")
+def events_replay(event_ids: tuple[int, ...], status: str | None, source: str | None, since) -> None:  # type: ignore[no-untyped-def]
+    """Put events back through the pipeline: by id, or all of a status (dead, usually)."""
+    from datetime import timezone
+
+    from receiver.services import services
+    from workers import pipeline, tasks
+
+    if bool(event_ids) == bool(status):
+        raise click.UsageError("give event ids, or --status (with optional --source and --since)")
+    with _app() as app, app.app_context():
+        ids = list(event_ids) or pipeline.select_for_replay(
+            services(), status, source, since.replace(tzinfo=timezone.utc) if since else None
+        )
+        queued = tasks.replay(ids)
+    click.echo(f"replayed {queued} of {len(ids)} event(s)")
+    if ids and queued < len(ids):
+        sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -26,6 +26,8 @@ class Source:
     credentials: Mapping[str, Any]
     allow_ips: tuple[IPNetwork, ...] = ()
     timeout: float = 10.0
+    rate_limit: float = 10.0  # outbound API calls per second, across all workers
+    rate_burst: int = 10
 
     def __repr__(self) -> str:
         # Secrets never reach a log line through a repr.
@@ -49,6 +51,7 @@ class Settings:
     retry_backoff: float = 2.0
     retry_backoff_max: float = 600.0
     sweep_grace: int = 60
+    coalesce_window: float = 1.0
     log_level: str = "INFO"
 
     def __repr__(self) -> str:
@@ -73,6 +76,7 @@ class _EnvSchema(Schema):
     RECEIVER_RETRY_BACKOFF = fields.Float(load_default=2.0, validate=validate.Range(min=0))
     RECEIVER_RETRY_BACKOFF_MAX = fields.Float(load_default=600.0, validate=validate.Range(min=0))
     RECEIVER_SWEEP_GRACE = fields.Integer(load_default=60, validate=validate.Range(min=1))
+    RECEIVER_COALESCE_WINDOW = fields.Float(load_default=1.0, validate=validate.Range(min=0, max=60))
     RECEIVER_LOG_LEVEL = fields.String(
         load_default="INFO", validate=validate.OneOf(["DEBUG", "INFO", "WARNING", "ERROR"])
     )
@@ -89,6 +93,8 @@ class _SourceSchema(Schema):
     callback_token = fields.String(required=True, validate=validate.Length(min=16))
     allow_ips = fields.List(fields.String(), load_default=list)
     timeout = fields.Float(load_default=10.0, validate=validate.Range(min=0.05, max=60))
+    rate_limit = fields.Float(load_default=10.0, validate=validate.Range(min=0.01))
+    rate_burst = fields.Integer(load_default=10, validate=validate.Range(min=1))
 
 
 COMMON_SOURCE_KEYS = frozenset(_SourceSchema().fields)
@@ -151,6 +157,8 @@ def load_source(name: str, table: Mapping[str, Any], environ: Mapping[str, str])
         credentials=credentials,
         allow_ips=allow_ips,
         timeout=common["timeout"],
+        rate_limit=common["rate_limit"],
+        rate_burst=common["rate_burst"],
     )
 
 
@@ -200,5 +208,6 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
         retry_backoff=env["RECEIVER_RETRY_BACKOFF"],
         retry_backoff_max=env["RECEIVER_RETRY_BACKOFF_MAX"],
         sweep_grace=env["RECEIVER_SWEEP_GRACE"],
+        coalesce_window=env["RECEIVER_COALESCE_WINDOW"],
         log_level=env["RECEIVER_LOG_LEVEL"],
     )

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Mapping
 
-from sqlalchemy import Engine, select, update
+from sqlalchemy import Engine, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from receiver.models import Event, EventStatus, utcnow
@@ -77,15 +77,3 @@ def event_headers(event: Event) -> Mapping[str, str]:
 def raw_push(event: Event) -> RawPush:
     """The push an event was stored from, to parse again in the worker."""
     return RawPush(headers=event_headers(event), body=event.body, content_type=event.content_type)
-
-
-def stuck_events(engine: Engine, older_than: datetime, limit: int = 500) -> list[int]:
-    """Ids of events still waiting for a worker since before `older_than`."""
-    stmt = (
-        select(Event.id)
-        .where(Event.status.in_([EventStatus.RECEIVED, EventStatus.QUEUED]), Event.updated_at < older_than)
-        .order_by(Event.id)
-        .limit(limit)
-    )
-    with engine.connect() as conn:
-        return list(conn.scalars(stmt))

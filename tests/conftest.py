@@ -121,6 +121,7 @@ def environ(tmp_path_factory: pytest.TempPathFactory, database_url: str, broker_
         "RECEIVER_RETRY_BACKOFF": "0.2",
         "RECEIVER_RETRY_BACKOFF_MAX": "1",
         "RECEIVER_MAX_RETRIES": "3",
+        "RECEIVER_COALESCE_WINDOW": "0.3",
         "RECEIVER_LOG_LEVEL": "INFO",
     }
 

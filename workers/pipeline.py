@@ -1,37 +1,57 @@
-"""What workers do, as plain functions of the services: tests call them directly."""
+"""What workers do, as plain functions of the services: tests call them directly.
+
+An event does not re-fetch its order itself: it asks for a re-fetch of the order (`claim_refetch`),
+and one re-fetch covers every event of that order stored before it started. So a burst of pushes
+for one order costs one call at once and at most one more per coalescing window, and a push that
+arrives while a re-fetch runs always gets a re-fetch that starts after it.
+"""
 from __future__ import annotations
 
 import logging
 import random
+import time
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
-from sqlalchemy import update
+from sqlalchemy import or_, select, update
 from sqlalchemy.exc import IntegrityError, OperationalError
 
 from receiver.config import Source
-from receiver.errors import PermanentProviderError, ProviderError, TransientProviderError
-from receiver import inbox
+from receiver.errors import ProviderError, TransientProviderError
 from receiver.inbox import raw_push
 from receiver.models import Event, EventStatus, utcnow
 from receiver.orders import Change, apply_snapshot
 from receiver.providers import OrderRef, family_for
+from receiver.ratelimit import RateLimiter
 from receiver.services import Services
 
 log = logging.getLogger("workers.pipeline")
-DONE = frozenset({EventStatus.PROCESSED, EventStatus.IGNORED})
+DONE = frozenset({EventStatus.PROCESSED, EventStatus.IGNORED, EventStatus.DEAD})
+WAITING = (EventStatus.RECEIVED, EventStatus.QUEUED, EventStatus.FAILED)
+# A claim outlives a lost re-fetch task by this much at most; then the next push or the sweeper
+# claims again.
+CLAIM_TTL = 60
 
 
 @dataclass(frozen=True)
 class Outcome:
-    """What became of one attempt at an event; `retry_in` set means: try again after that many seconds."""
+    """What became of one attempt; `retry_in` set means: try again after that many seconds."""
 
     status: str
     retry_in: float | None = None
 
 
+@dataclass(frozen=True)
+class Wanted:
+    """An order an event wants re-fetched."""
+
+    source: str
+    ref: OrderRef
+
+
 def refetch_order(svc: Services, source: Source, ref: OrderRef, cause: str) -> list[Change]:
     """Fetch the order's truth from the provider's signed API and apply it; return what changed."""
+    RateLimiter(svc.redis, svc.key("ratelimit")).acquire(source.name, source.rate_limit, source.rate_burst)
     started = utcnow()
     snapshots = family_for(source.family).fetch_orders(svc.http, source, ref)
     try:
@@ -41,19 +61,14 @@ def refetch_order(svc: Services, source: Source, ref: OrderRef, cause: str) -> l
         # Another worker inserted the same new order first, or the database blinked: try again.
         raise TransientProviderError(f"could not apply order {ref.order_id}: {err.__class__.__name__}") from err
     if changes:
-        log.info(
-            "order.changed source=%s order=%s fields=%s cause=%s",
-            source.name,
-            ref.order_id,
-            ",".join(c.field for c in changes),
-            cause,
-        )
+        fields = ",".join(c.field for c in changes)
+        log.info("order.changed source=%s order=%s fields=%s cause=%s", source.name, ref.order_id, fields, cause)
     return changes
 
 
-def process_event(svc: Services, event_id: int) -> str:
-    """Re-fetch the order an event announces and mark the event processed; idempotent."""
-    with svc.Session.begin() as session:
+def read_event(svc: Services, event_id: int) -> Wanted | str:
+    """What an event wants re-fetched, or the status it ends in without one."""
+    with svc.Session() as session:
         event = session.get(Event, event_id)
         if event is None:
             log.warning("event.missing event=%s", event_id)
@@ -61,35 +76,74 @@ def process_event(svc: Services, event_id: int) -> str:
         if event.status in DONE:
             return event.status
         source = svc.settings.sources.get(event.source)
-        if source is None:
-            raise PermanentProviderError(f"source {event.source!r} is no longer configured")
-        event.attempts += 1
-        event.updated_at = utcnow()
-        push = family_for(source.family).parse_push(source, raw_push(event))
-    if push.actionable and push.order is not None:
-        refetch_order(svc, source, push.order, cause=f"event:{event_id}")
-    _set_status(svc, event_id, EventStatus.PROCESSED if push.actionable else EventStatus.IGNORED, None)
-    return EventStatus.PROCESSED
-
-
-def handle_event(svc: Services, event_id: int, retries: int) -> Outcome:
-    """Process an event, sorting failures into retry-later and dead-letter."""
+        raw = raw_push(event)
+    if source is None:
+        return dead_letter(svc, [event_id], f"source {event.source!r} is no longer configured").status
     try:
-        return Outcome(process_event(svc, event_id))
+        push = family_for(source.family).parse_push(source, raw)
+    except Exception as err:  # noqa: BLE001 - a stored push that no longer parses is dead, whatever the cause
+        return dead_letter(svc, [event_id], f"stored push does not parse: {err}").status
+    if not push.actionable or push.order is None:
+        _set_status(svc, [event_id], EventStatus.IGNORED, None)
+        return EventStatus.IGNORED
+    return Wanted(source.name, push.order)
+
+
+def claim_refetch(svc: Services, wanted: Wanted) -> float | None:
+    """Claim the next re-fetch of an order: the countdown to schedule it with, or None when one is
+    already scheduled and will start after this event was stored."""
+    pending = svc.key("pending", wanted.source, wanted.ref.order_id)
+    if not svc.redis.set(pending, 1, nx=True, ex=CLAIM_TTL):
+        return None
+    last = svc.redis.get(svc.key("last", wanted.source, wanted.ref.order_id))
+    window = svc.settings.coalesce_window
+    return max(0.0, float(last) + window - time.time()) if last else 0.0
+
+
+def release_claim(svc: Services, wanted: Wanted) -> None:
+    """Let the next push claim a re-fetch, and note when this one started (for the window)."""
+    pipe = svc.redis.pipeline()
+    pipe.delete(svc.key("pending", wanted.source, wanted.ref.order_id))
+    pipe.set(svc.key("last", wanted.source, wanted.ref.order_id), time.time(), ex=max(1, int(svc.settings.coalesce_window) + 1))
+    pipe.execute()
+
+
+def _waiting_events(svc: Services, wanted: Wanted) -> list[int]:
+    """Ids of this order's events that wait for a re-fetch: the ones the next re-fetch covers."""
+    stmt = select(Event.id).where(
+        Event.source == wanted.source, Event.order_id == wanted.ref.order_id, Event.status.in_(WAITING)
+    )
+    with svc.engine.connect() as conn:
+        return list(conn.scalars(stmt))
+
+
+def handle_refetch(svc: Services, wanted: Wanted, retries: int) -> Outcome:
+    """Re-fetch one order for every event waiting on it; sort failures into retry-later and dead."""
+    release_claim(svc, wanted)
+    covered = _waiting_events(svc, wanted)  # stored before this re-fetch starts
+    source = svc.settings.sources.get(wanted.source)
+    if source is None:
+        return dead_letter(svc, covered, f"source {wanted.source!r} is no longer configured")
+    _count_attempt(svc, covered)
+    try:
+        refetch_order(svc, source, wanted.ref, cause=f"event:{max(covered)}" if covered else "refetch")
     except (TransientProviderError, OperationalError) as err:
         if retries >= svc.settings.max_retries:
-            return dead_letter(svc, event_id, f"gave up after {retries + 1} attempts: {err}")
-        _set_status(svc, event_id, EventStatus.FAILED, str(err))
-        log.warning("event.retry event=%s attempt=%s error=%s", event_id, retries + 1, err)
+            return dead_letter(svc, covered, f"gave up after {retries + 1} attempts: {err}")
+        _set_status(svc, covered, EventStatus.FAILED, str(err))
+        log.warning("refetch.retry source=%s order=%s attempt=%s error=%s", source.name, wanted.ref.order_id, retries + 1, err)
         return Outcome(EventStatus.FAILED, retry_in=backoff(svc, retries))
     except ProviderError as err:
-        return dead_letter(svc, event_id, str(err))
+        return dead_letter(svc, covered, str(err))
+    _set_status(svc, covered, EventStatus.PROCESSED, None)
+    return Outcome(EventStatus.PROCESSED)
 
 
-def dead_letter(svc: Services, event_id: int, error: str) -> Outcome:
-    """Mark an event dead with its error and raise the alert; replay puts it back."""
-    _set_status(svc, event_id, EventStatus.DEAD, error)
-    log.error("alert.dead_letter event=%s error=%s", event_id, error)
+def dead_letter(svc: Services, event_ids: list[int], error: str) -> Outcome:
+    """Mark events dead with their error and raise the alert; replay puts them back."""
+    _set_status(svc, event_ids, EventStatus.DEAD, error)
+    if event_ids:
+        log.error("alert.dead_letter events=%s error=%s", ",".join(map(str, event_ids)), error)
     return Outcome(EventStatus.DEAD)
 
 
@@ -99,15 +153,65 @@ def backoff(svc: Services, retries: int) -> float:
     return ceiling / 2 + random.uniform(0, ceiling / 2)
 
 
-def _set_status(svc: Services, event_id: int, status: str, error: str | None) -> None:
+def _count_attempt(svc: Services, event_ids: list[int]) -> None:
+    if event_ids:
+        with svc.engine.begin() as conn:
+            conn.execute(update(Event).where(Event.id.in_(event_ids)).values(attempts=Event.attempts + 1))
+
+
+def _set_status(svc: Services, event_ids: list[int], status: str, error: str | None) -> None:
+    """Move events on, but never out of a final status: a late duplicate must not undo a result."""
+    if not event_ids:
+        return
     now = utcnow()
     values: dict[str, object] = {"status": status, "last_error": error, "updated_at": now}
     if status == EventStatus.PROCESSED:
         values["processed_at"] = now
+    stmt = update(Event).where(Event.id.in_(event_ids), Event.status.in_(WAITING)).values(**values)
     with svc.engine.begin() as conn:
-        conn.execute(update(Event).where(Event.id == event_id).values(**values))
+        conn.execute(stmt)
 
 
 def stuck_events(svc: Services) -> list[int]:
-    """Events that waited for a worker longer than the grace period: the sweeper enqueues them again."""
-    return inbox.stuck_events(svc.engine, utcnow() - timedelta(seconds=svc.settings.sweep_grace))
+    """Events no worker took within the grace period, and failed ones whose retry never came."""
+    now = utcnow()
+    grace = timedelta(seconds=svc.settings.sweep_grace)
+    retry_lost = grace + timedelta(seconds=svc.settings.retry_backoff_max)
+    stmt = (
+        select(Event.id)
+        .where(
+            or_(
+                Event.status.in_([EventStatus.RECEIVED, EventStatus.QUEUED]) & (Event.updated_at < now - grace),
+                (Event.status == EventStatus.FAILED) & (Event.updated_at < now - retry_lost),
+            )
+        )
+        .order_by(Event.id)
+        .limit(1000)
+    )
+    with svc.engine.connect() as conn:
+        return list(conn.scalars(stmt))
+
+
+def reopen(svc: Services, event_ids: list[int]) -> list[int]:
+    """Put dead or failed events back to `received` for a replay; return those that were reopened."""
+    if not event_ids:
+        return []
+    stmt = (
+        update(Event)
+        .where(Event.id.in_(event_ids), Event.status.in_([EventStatus.DEAD, EventStatus.PROCESSED, *WAITING]))
+        .values(status=EventStatus.RECEIVED, last_error=None, updated_at=utcnow())
+        .returning(Event.id)
+    )
+    with svc.engine.begin() as conn:
+        return sorted(conn.scalars(stmt))
+
+
+def select_for_replay(svc: Services, status: str, source: str | None, since: datetime | None) -> list[int]:
+    """Ids of the events a replay by filter would put back."""
+    stmt = select(Event.id).where(Event.status == status)
+    if source:
+        stmt = stmt.where(Event.source == source)
+    if since:
+        stmt = stmt.where(Event.received_at >= since)
+    with svc.engine.connect() as conn:
+        return list(conn.scalars(stmt.order_by(Event.id)))

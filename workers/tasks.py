@@ -1,4 +1,4 @@
-"""Celery tasks: thin wrappers over workers.pipeline; they take ids, never objects."""
+"""Celery tasks: thin wrappers over workers.pipeline; they take ids and plain values, never objects."""
 from __future__ import annotations
 
 import logging
@@ -8,16 +8,33 @@ from kombu.exceptions import OperationalError as BrokerError
 from redis.exceptions import RedisError
 
 from receiver.inbox import mark_queued
+from receiver.providers import OrderRef
 from receiver.services import services
 from workers import pipeline
 
 log = logging.getLogger("workers.tasks")
 
 
-@shared_task(bind=True, name="workers.tasks.process_event", max_retries=None)
-def process_event(self, event_id: int) -> str:  # type: ignore[no-untyped-def]
-    """Re-fetch and apply the order an inbox event announces."""
-    outcome = pipeline.handle_event(services(), event_id, self.request.retries)
+@shared_task(name="workers.tasks.process_event")
+def process_event(event_id: int) -> str:
+    """Ask for a re-fetch of the order an inbox event announces (coalesced per order)."""
+    svc = services()
+    wanted = pipeline.read_event(svc, event_id)
+    if isinstance(wanted, str):
+        return wanted
+    countdown = pipeline.claim_refetch(svc, wanted)
+    if countdown is None:
+        return "coalesced"
+    ref = wanted.ref
+    refetch_order.apply_async((wanted.source, ref.platform, ref.order_id, dict(ref.lookup)), countdown=countdown)
+    return "scheduled"
+
+
+@shared_task(bind=True, name="workers.tasks.refetch_order", max_retries=None)
+def refetch_order(self, source: str, platform: str, order_id: str, lookup: dict[str, str]) -> str:  # type: ignore[no-untyped-def]
+    """Re-fetch one order from its provider and apply it, for every event waiting on it."""
+    wanted = pipeline.Wanted(source, OrderRef(platform, order_id, lookup))
+    outcome = pipeline.handle_refetch(services(), wanted, self.request.retries)
     if outcome.retry_in is not None:
         raise self.retry(countdown=outcome.retry_in)
     return outcome.status
@@ -26,12 +43,21 @@ def process_event(self, event_id: int) -> str:  # type: ignore[no-untyped-def]
 @shared_task(name="workers.tasks.sweep_inbox")
 def sweep_inbox() -> int:
     """Enqueue again the events that waited too long (their enqueue failed, or their worker died)."""
-    ids = pipeline.stuck_events(services())
-    queued = [i for i in ids if enqueue(i)]
+    return requeue(pipeline.stuck_events(services()))
+
+
+def requeue(event_ids: list[int]) -> int:
+    """Put events on the queue again and mark them `queued`; return how many went."""
+    queued = [i for i in event_ids if enqueue(i)]
     if queued:
         mark_queued(services().engine, queued)
-        log.info("sweep.requeued count=%s", len(queued))
+        log.info("events.requeued count=%s", len(queued))
     return len(queued)
+
+
+def replay(event_ids: list[int]) -> int:
+    """Put dead (or stuck) events back through the pipeline; return how many were queued."""
+    return requeue(pipeline.reopen(services(), event_ids))
 
 
 def enqueue(event_id: int) -> bool:
