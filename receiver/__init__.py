@@ -77,7 +77,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         },
         "worker_hijack_root_logger": False,
         "beat_schedule": {
-            "sweep-inbox": {"task": "workers.tasks.sweep_inbox", "schedule": 30.0},
+            "sweep-inbox": {"task": "workers.tasks.sweep_inbox", "schedule": settings.sweep_interval},
         },
         "beat_schedule_filename": os.path.join("var", "celerybeat-schedule"),
         "include": ["workers.tasks"],

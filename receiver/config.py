@@ -52,6 +52,8 @@ class Settings:
     retry_backoff_max: float = 600.0
     sweep_grace: int = 60
     coalesce_window: float = 1.0
+    sweep_interval: float = 30.0
+    db_timeout: float = 5.0
     log_level: str = "INFO"
 
     def __repr__(self) -> str:
@@ -77,6 +79,8 @@ class _EnvSchema(Schema):
     RECEIVER_RETRY_BACKOFF_MAX = fields.Float(load_default=600.0, validate=validate.Range(min=0))
     RECEIVER_SWEEP_GRACE = fields.Integer(load_default=60, validate=validate.Range(min=1))
     RECEIVER_COALESCE_WINDOW = fields.Float(load_default=1.0, validate=validate.Range(min=0, max=60))
+    RECEIVER_SWEEP_INTERVAL = fields.Float(load_default=30.0, validate=validate.Range(min=0.5))
+    RECEIVER_DB_TIMEOUT = fields.Float(load_default=5.0, validate=validate.Range(min=0.1, max=60))
     RECEIVER_LOG_LEVEL = fields.String(
         load_default="INFO", validate=validate.OneOf(["DEBUG", "INFO", "WARNING", "ERROR"])
     )
@@ -209,5 +213,7 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
         retry_backoff_max=env["RECEIVER_RETRY_BACKOFF_MAX"],
         sweep_grace=env["RECEIVER_SWEEP_GRACE"],
         coalesce_window=env["RECEIVER_COALESCE_WINDOW"],
+        sweep_interval=env["RECEIVER_SWEEP_INTERVAL"],
+        db_timeout=env["RECEIVER_DB_TIMEOUT"],
         log_level=env["RECEIVER_LOG_LEVEL"],
     )

@@ -5,10 +5,14 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
 
-def make_engine(url: str, pool_size: int = 5) -> Engine:
-    """An engine for `url`: SQLite in WAL mode with a busy timeout, others with a bounded pool."""
+def make_engine(url: str, pool_size: int = 5, timeout: float = 5.0) -> Engine:
+    """An engine for `url`: SQLite in WAL mode with a busy timeout, others with a bounded pool.
+
+    `timeout` bounds how long a statement waits for a lock (SQLite) or a connection: a push that
+    cannot be stored by then gets 503, and the provider pushes it again later.
+    """
     if url.startswith("sqlite"):
-        engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
+        engine = create_engine(url, connect_args={"timeout": timeout, "check_same_thread": False})
 
         @event.listens_for(engine, "connect")
         def _sqlite_connect(dbapi_conn, _record) -> None:  # type: ignore[no-untyped-def]
@@ -20,7 +24,7 @@ def make_engine(url: str, pool_size: int = 5) -> Engine:
             cur = dbapi_conn.cursor()
             cur.execute("PRAGMA journal_mode=WAL")
             cur.execute("PRAGMA synchronous=NORMAL")
-            cur.execute("PRAGMA busy_timeout=30000")
+            cur.execute(f"PRAGMA busy_timeout={int(timeout * 1000)}")
             cur.execute("PRAGMA foreign_keys=ON")
             cur.close()
 
@@ -35,8 +39,8 @@ def make_engine(url: str, pool_size: int = 5) -> Engine:
         pool_size=pool_size,
         max_overflow=pool_size,
         pool_pre_ping=True,
-        pool_timeout=5,
-        connect_args={"connect_timeout": 3} if url.startswith("postgresql") else {},
+        pool_timeout=timeout,
+        connect_args={"connect_timeout": max(1, int(timeout))} if url.startswith("postgresql") else {},
     )
 
 

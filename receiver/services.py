@@ -26,7 +26,7 @@ class Services:
     Session: sessionmaker[Session] = field(init=False)
 
     def __post_init__(self) -> None:
-        self.engine = make_engine(self.settings.database_url)
+        self.engine = make_engine(self.settings.database_url, timeout=self.settings.db_timeout)
         self.Session = make_sessionmaker(self.engine)
 
     @cached_property
