@@ -78,6 +78,16 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "worker_hijack_root_logger": False,
         "beat_schedule": {
             "sweep-inbox": {"task": "workers.tasks.sweep_inbox", "schedule": settings.sweep_interval},
+            # One reconciliation per source; the window (default 24 h) is far longer than the
+            # interval (default 1 h), so consecutive runs overlap and a missed run loses nothing.
+            **{
+                f"reconcile-{name}": {
+                    "task": "workers.tasks.reconcile_source",
+                    "schedule": settings.reconcile_interval,
+                    "args": (name,),
+                }
+                for name in settings.sources
+            },
         },
         "beat_schedule_filename": os.path.join("var", "celerybeat-schedule"),
         "include": ["workers.tasks"],

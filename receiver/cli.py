@@ -188,5 +188,30 @@ def events_replay(event_ids: tuple[int, ...], status: str | None, source: str | 
         sys.exit(1)
 
 
+@main.command()
+@click.option("--source", "source_name", required=True)
+@click.option("--since", type=click.DateTime(), help="Start of the window (UTC; default: RECEIVER_RECONCILE_WINDOW ago).")
+def reconcile(source_name: str, since) -> None:  # type: ignore[no-untyped-def]
+    """Compare a source's recent orders with ours now, and repair what differs."""
+    from datetime import datetime, timedelta, timezone
+
+    from receiver.services import services
+    from workers import pipeline
+
+    with _app() as app, app.app_context():
+        svc = services()
+        source = svc.settings.sources.get(source_name)
+        if source is None:
+            raise click.ClickException(f"no source {source_name!r} in {svc.settings.sources_file}")
+        until = datetime.now(timezone.utc)
+        start = since.replace(tzinfo=timezone.utc) if since else until - timedelta(seconds=svc.settings.reconcile_window)
+        click.echo(f"reconciling {source_name} from {start:%Y-%m-%d %H:%M:%S} to {until:%Y-%m-%d %H:%M:%S} UTC")
+        report = pipeline.reconcile(
+            svc, source, start, until,
+            progress=lambda r: click.echo(f"  page {r.pages}: {r.orders} orders seen, {r.changed} repaired"),
+        )
+    click.echo(f"done: {report.pages} page(s), {report.orders} orders, {report.changed} repaired")
+
+
 if __name__ == "__main__":
     sys.exit(main())

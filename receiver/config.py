@@ -53,6 +53,8 @@ class Settings:
     sweep_grace: int = 60
     coalesce_window: float = 1.0
     sweep_interval: float = 30.0
+    reconcile_interval: float = 3600.0
+    reconcile_window: float = 86400.0
     db_timeout: float = 5.0
     log_level: str = "INFO"
 
@@ -80,6 +82,8 @@ class _EnvSchema(Schema):
     RECEIVER_SWEEP_GRACE = fields.Integer(load_default=60, validate=validate.Range(min=1))
     RECEIVER_COALESCE_WINDOW = fields.Float(load_default=1.0, validate=validate.Range(min=0, max=60))
     RECEIVER_SWEEP_INTERVAL = fields.Float(load_default=30.0, validate=validate.Range(min=0.5))
+    RECEIVER_RECONCILE_INTERVAL = fields.Float(load_default=3600.0, validate=validate.Range(min=10))
+    RECEIVER_RECONCILE_WINDOW = fields.Float(load_default=86400.0, validate=validate.Range(min=60))
     RECEIVER_DB_TIMEOUT = fields.Float(load_default=5.0, validate=validate.Range(min=0.1, max=60))
     RECEIVER_LOG_LEVEL = fields.String(
         load_default="INFO", validate=validate.OneOf(["DEBUG", "INFO", "WARNING", "ERROR"])
@@ -214,6 +218,8 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
         sweep_grace=env["RECEIVER_SWEEP_GRACE"],
         coalesce_window=env["RECEIVER_COALESCE_WINDOW"],
         sweep_interval=env["RECEIVER_SWEEP_INTERVAL"],
+        reconcile_interval=env["RECEIVER_RECONCILE_INTERVAL"],
+        reconcile_window=env["RECEIVER_RECONCILE_WINDOW"],
         db_timeout=env["RECEIVER_DB_TIMEOUT"],
         log_level=env["RECEIVER_LOG_LEVEL"],
     )

@@ -7,11 +7,18 @@ from flask import Blueprint, Response, jsonify
 from redis.exceptions import RedisError
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
+from werkzeug.exceptions import HTTPException
 
 from receiver.services import services
 
 bp = Blueprint("health", __name__)
 log = logging.getLogger("receiver.health")
+
+
+@bp.app_errorhandler(HTTPException)
+def http_error(err: HTTPException) -> tuple[Response, int]:
+    """JSON for what no blueprint answers (an unknown path, a wrong method)."""
+    return jsonify(ok=False, error=err.description), err.code or 500
 
 
 @bp.get("/healthz")

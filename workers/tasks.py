@@ -2,12 +2,14 @@
 from __future__ import annotations
 
 import logging
+from datetime import timedelta
 
 from celery import shared_task
 from kombu.exceptions import OperationalError as BrokerError
 from redis.exceptions import RedisError
 
 from receiver.inbox import mark_queued
+from receiver.models import utcnow
 from receiver.providers import OrderRef
 from receiver.services import services
 from workers import pipeline
@@ -68,3 +70,13 @@ def enqueue(event_id: int) -> bool:
         log.warning("callback.enqueue_failed event=%s error=%s", event_id, err.__class__.__name__)
         return False
     return True
+
+
+@shared_task(name="workers.tasks.reconcile_source")
+def reconcile_source(source: str) -> dict[str, int]:
+    """Repair what pushes missed: compare a source's recent orders with ours (beat, per source)."""
+    svc = services()
+    until = utcnow()
+    since = until - timedelta(seconds=svc.settings.reconcile_window)
+    report = pipeline.reconcile(svc, svc.settings.sources[source], since, until)
+    return {"pages": report.pages, "orders": report.orders, "changed": report.changed}

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Mapping, Protocol
+from typing import TYPE_CHECKING, Any, Iterator, Mapping, Protocol
 
 from receiver.errors import PermanentProviderError, TransientProviderError
 
@@ -124,6 +124,11 @@ class Family(Protocol):
     def fetch_orders(self, http: requests.Session, source: Source, ref: OrderRef) -> list[OrderSnapshot]:
         """Re-fetch the announced order through the signed API; raise Transient/PermanentProviderError."""
 
+    def list_orders(
+        self, http: requests.Session, source: Source, since: datetime, until: datetime
+    ) -> Iterator[list[OrderSnapshot]]:
+        """Page through the orders of a time window (for reconciliation), one page per item."""
+
 
 def family_for(name: str) -> Family:
     """The family module registered under `name`; KeyError when there is none."""
@@ -131,6 +136,11 @@ def family_for(name: str) -> Family:
 
     families: dict[str, Family] = {f.name: f for f in (xportcn.FAMILY, dajisaas.FAMILY)}
     return families[name]
+
+
+# How many pages one reconciliation reads at most per list, so that a provider that ignores the
+# window cannot keep a worker busy for ever.
+MAX_PAGES = 200
 
 
 def post_json(

@@ -11,12 +11,14 @@ import json
 import secrets
 import string
 import time
-from typing import TYPE_CHECKING, Any, Mapping
+from datetime import datetime, timedelta, timezone
+from typing import TYPE_CHECKING, Any, Iterator, Mapping
 
 from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate
 
 from receiver.errors import BadSignature, MalformedPush, PermanentProviderError, TransientProviderError
 from receiver.providers import (
+    MAX_PAGES,
     LineSnapshot,
     OrderRef,
     OrderSnapshot,
@@ -48,6 +50,12 @@ PORTALS = {
 }
 TAOBAO_PURCHASE_PAGE = "/open/purchase/page"
 PAGE_SIZE = 20
+LIST_PAGE_SIZE = 50
+# The list APIs filter by creation time, given as "YYYY-MM-DD HH:MM:SS" without a zone: we take it to
+# be China time, the platform's own.
+INFERRED_PROVIDER_TZ = timezone(timedelta(hours=8))
+TAOBAO_WINDOW = ("beginDateTime", "endDateTime")
+ALIBABA_WINDOW = ("orderTimeBegin", "orderTimeEnd")
 # Answer codes (in the body, under HTTP 200) worth retrying: the provider documents none, so we
 # treat "too many requests" and the 5xx range as transient like their HTTP namesakes.
 INFERRED_TRANSIENT_CODES = frozenset({429, *range(500, 600)})
@@ -294,6 +302,31 @@ class XportcnFamily:
         if not found:
             raise PermanentProviderError(f"order {ref.order_id} not found at {source.name}")
         return found
+
+
+    def list_orders(
+        self, http: requests.Session, source: Source, since: datetime, until: datetime
+    ) -> Iterator[list[OrderSnapshot]]:
+        """Page through both platforms' order lists for orders created in the window."""
+        creds = source.credentials
+        window = {"taobao": TAOBAO_WINDOW, "1688": ALIBABA_WINDOW}
+        paths = {"taobao": TAOBAO_PURCHASE_PAGE, "1688": PORTALS[creds["portal"]]["alibaba_order_page"]}
+        for platform, (begin_key, end_key) in window.items():
+            parse = _alibaba_order if platform == "1688" else _taobao_order
+            span = {begin_key: _provider_time(since), end_key: _provider_time(until)}
+            for page in range(1, MAX_PAGES + 1):
+                payload = {"pageNum": page, "pageSize": LIST_PAGE_SIZE, **span}
+                headers = signed_headers(creds["access_key"], creds["access_secret"], creds["user_id"])
+                records = _page_records(post_json(http, source.base_url + paths[platform], payload, headers, source.timeout))
+                if records:
+                    yield [parse(r) for r in records]
+                if len(records) < LIST_PAGE_SIZE:
+                    break
+
+
+def _provider_time(moment: datetime) -> str:
+    """A time as the list APIs take it: "YYYY-MM-DD HH:MM:SS" on the provider's clock."""
+    return moment.astimezone(INFERRED_PROVIDER_TZ).strftime("%Y-%m-%d %H:%M:%S")
 
 
 def _page_records(answer: Any) -> list[dict[str, Any]]:

@@ -90,3 +90,9 @@ def test_bad_event_query_is_400(client, query):
 def test_health_and_readiness(client):
     assert client.get("/healthz").json == {"ok": True}
     assert client.get("/readyz").json == {"ok": True, "database": True, "redis": True}
+
+
+@pytest.mark.parametrize(("method", "path", "status"), [("get", "/nowhere", 404), ("get", "/callbacks/demo", 405), ("post", "/callbacks/", 404)])
+def test_unrouted_requests_get_json_errors(client, method, path, status):
+    resp = getattr(client, method)(path)
+    assert resp.status_code == status and resp.is_json and resp.json["ok"] is False
