@@ -78,6 +78,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "worker_hijack_root_logger": False,
         "beat_schedule": {
             "sweep-inbox": {"task": "workers.tasks.sweep_inbox", "schedule": settings.sweep_interval},
+            "check-backlog": {"task": "workers.tasks.check_backlog", "schedule": 60.0},
             # One reconciliation per source; the window (default 24 h) is far longer than the
             # interval (default 1 h), so consecutive runs overlap and a missed run loses nothing.
             **{

@@ -6,6 +6,7 @@ import logging
 from flask import Blueprint, Response, jsonify, request
 from werkzeug.exceptions import HTTPException
 
+from receiver import alerts
 from receiver.errors import MalformedPush, PushRejected
 from receiver.intake import accept
 from receiver.providers import RawPush
@@ -30,7 +31,10 @@ def receive(source: str) -> Response:
 
 @bp.errorhandler(PushRejected)
 def rejected(err: PushRejected) -> tuple[Response, int]:
-    log.warning("%s source=%s reason=%s", err.event, request.view_args.get("source") if request.view_args else "", err.message)
+    source = request.view_args.get("source", "") if request.view_args else ""
+    log.warning("%s source=%s reason=%s", err.event, source, err.message)
+    if source in services().settings.sources and err.status < 500:
+        alerts.note_rejection(services(), source)
     body = {"ok": False, "error": err.message}
     if isinstance(err, MalformedPush):
         body["field"] = err.field
@@ -41,4 +45,7 @@ def rejected(err: PushRejected) -> tuple[Response, int]:
 def http_error(err: HTTPException) -> tuple[Response, int]:
     code = err.code or 500
     log.warning("callback.http_%s path=%s", code, request.path)
+    source = request.view_args.get("source", "") if request.view_args else ""
+    if source in services().settings.sources and code < 500:
+        alerts.note_rejection(services(), source)
     return jsonify(ok=False, error=err.description), code

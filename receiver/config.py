@@ -34,6 +34,56 @@ class Source:
         return f"Source(name={self.name!r}, family={self.family!r}, base_url={self.base_url!r})"
 
 
+# Each alert rule: on by default, with the threshold it compares against (its unit in the comment).
+RULE_DEFAULTS = {
+    "price_corrected": 0.0,  # percent change of the total, at least
+    "refund": 0.0,  # fen refunded by one change, at least
+    "order_closed": 0.0,  # (no threshold) closed or cancelled after we had seen it open
+    "dead_letter": 0.0,  # (no threshold) an event failed for good
+    "push_rejections": 20.0,  # refused pushes of one source within a minute
+    "queue_backlog": 1000.0,  # tasks waiting on the queue
+}
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One alert rule's switch and threshold."""
+
+    enabled: bool = True
+    threshold: float = 0.0
+
+
+@dataclass(frozen=True)
+class EmailSink:
+    """SMTP delivery of alerts."""
+
+    host: str
+    port: int
+    sender: str
+    recipients: tuple[str, ...]
+    username: str | None = None
+    password: str | None = None
+    starttls: bool = True
+
+    def __repr__(self) -> str:
+        return f"EmailSink(host={self.host!r}, port={self.port}, recipients={self.recipients!r})"
+
+
+@dataclass(frozen=True)
+class AlertSettings:
+    """Which alerts are raised, how often at most, and where they go (the log always)."""
+
+    rules: Mapping[str, Rule]
+    dedupe_window: int = 600
+    webhook_url: str | None = None
+    slack_webhook_url: str | None = None
+    email: EmailSink | None = None
+
+    def __repr__(self) -> str:
+        sinks = [n for n in ("webhook_url", "slack_webhook_url", "email") if getattr(self, n)]
+        return f"AlertSettings(sinks={['log', *sinks]})"
+
+
 @dataclass(frozen=True)
 class Settings:
     """Everything the service is configured with."""
@@ -43,6 +93,7 @@ class Settings:
     api_token: str | None
     sources: Mapping[str, Source]
     sources_file: str
+    alerts: AlertSettings = AlertSettings(rules={name: Rule(True, t) for name, t in RULE_DEFAULTS.items()})
     namespace: str = "receiver"
     timestamp_window: int = 600
     max_body_bytes: int = 1024 * 1024
@@ -108,6 +159,60 @@ class _SourceSchema(Schema):
 COMMON_SOURCE_KEYS = frozenset(_SourceSchema().fields)
 
 
+class _RuleSchema(Schema):
+    enabled = fields.Boolean(load_default=True)
+    threshold = fields.Float(load_default=None, validate=validate.Range(min=0))
+
+
+class _EmailSchema(Schema):
+    host = fields.String(required=True)
+    port = fields.Integer(load_default=587, validate=validate.Range(min=1, max=65535))
+    sender = fields.Email(required=True)
+    recipients = fields.List(fields.Email(), required=True, validate=validate.Length(min=1))
+    username = fields.String(load_default=None)
+    password = fields.String(load_default=None)
+    starttls = fields.Boolean(load_default=True)
+
+
+class _AlertsSchema(Schema):
+    """The `[alerts]` table of the sources file."""
+
+    dedupe_window = fields.Integer(load_default=600, validate=validate.Range(min=0))
+    webhook_url = fields.Url(load_default=None, require_tld=False, schemes={"http", "https"})
+    slack_webhook_url = fields.Url(load_default=None, require_tld=False, schemes={"http", "https"})
+    email = fields.Nested(_EmailSchema, load_default=None)
+    rules = fields.Dict(keys=fields.String(validate=validate.OneOf(sorted(RULE_DEFAULTS))), values=fields.Nested(_RuleSchema), load_default=dict)
+
+
+def load_alerts(table: Mapping[str, Any], environ: Mapping[str, str]) -> AlertSettings:
+    """Validate the `[alerts]` table, resolving `env:VAR` values."""
+
+    def resolve(value: Any, where: str) -> Any:
+        if isinstance(value, dict):
+            return {k: resolve(v, f"{where}.{k}") for k, v in value.items()}
+        return _resolve_env(value, environ, where)
+
+    try:
+        data = _AlertsSchema().load(resolve(dict(table), "alerts"))
+    except ValidationError as err:
+        raise ConfigError(_first_error(err, "alerts")) from None
+    rules = {
+        name: Rule(
+            enabled=data["rules"].get(name, {}).get("enabled", True),
+            threshold=default if data["rules"].get(name, {}).get("threshold") is None else data["rules"][name]["threshold"],
+        )
+        for name, default in RULE_DEFAULTS.items()
+    }
+    email = data["email"]
+    return AlertSettings(
+        rules=rules,
+        dedupe_window=data["dedupe_window"],
+        webhook_url=data["webhook_url"],
+        slack_webhook_url=data["slack_webhook_url"],
+        email=EmailSink(**{**email, "recipients": tuple(email["recipients"])}) if email else None,
+    )
+
+
 def _first_error(err: ValidationError, prefix: str) -> str:
     """Flatten marshmallow's nested messages into one line that names the first bad setting."""
     messages: Any = err.messages
@@ -170,8 +275,7 @@ def load_source(name: str, table: Mapping[str, Any], environ: Mapping[str, str])
     )
 
 
-def load_sources(path: str, environ: Mapping[str, str]) -> dict[str, Source]:
-    """Read and validate the sources file."""
+def _read_toml(path: str) -> dict[str, Any]:
     try:
         with open(path, "rb") as fh:
             data = tomllib.load(fh)
@@ -181,6 +285,15 @@ def load_sources(path: str, environ: Mapping[str, str]) -> dict[str, Source]:
         ) from None
     except tomllib.TOMLDecodeError as err:
         raise ConfigError(f"RECEIVER_SOURCES_FILE: {path}: {err}") from None
+    return data
+
+
+def load_sources(path: str, environ: Mapping[str, str]) -> dict[str, Source]:
+    """Read and validate the sources file's sources."""
+    return _sources(_read_toml(path), path, environ)
+
+
+def _sources(data: Mapping[str, Any], path: str, environ: Mapping[str, str]) -> dict[str, Source]:
     tables = data.get("sources")
     if not isinstance(tables, dict) or not tables:
         raise ConfigError(f"RECEIVER_SOURCES_FILE: {path} has no [sources.<name>] table")
@@ -202,12 +315,14 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
     except ValidationError as err:
         raise ConfigError(_first_error(err, "")) from None
     sources_file = env["RECEIVER_SOURCES_FILE"]
+    data = _read_toml(sources_file)
     return Settings(
         database_url=env["RECEIVER_DATABASE_URL"] or default_database_url(),
         broker_url=env["RECEIVER_BROKER_URL"],
         api_token=env["RECEIVER_API_TOKEN"],
-        sources=load_sources(sources_file, environ),
+        sources=_sources(data, sources_file, environ),
         sources_file=sources_file,
+        alerts=load_alerts(data.get("alerts", {}), environ),
         namespace=env["RECEIVER_NAMESPACE"],
         timestamp_window=env["RECEIVER_TIMESTAMP_WINDOW"],
         max_body_bytes=env["RECEIVER_MAX_BODY_BYTES"],

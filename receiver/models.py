@@ -168,3 +168,32 @@ class OrderChange(Base):
     cause: Mapped[str] = mapped_column(String(64))
 
     order: Mapped[Order] = relationship(back_populates="changes")
+
+
+class AlertStatus:
+    """Where an alert's delivery stands (the log sink has it from the start)."""
+
+    PENDING = "pending"
+    DELIVERED = "delivered"
+    FAILED = "failed"
+
+
+class Alert(Base):
+    """One incident raised to people: stored once per dedupe window, delivered by a task."""
+
+    __tablename__ = "alerts"
+    __table_args__ = (UniqueConstraint("dedupe_key"), Index("ix_alerts_created_at", "created_at"))
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    rule: Mapped[str] = mapped_column(String(32))
+    source: Mapped[str | None] = mapped_column(String(64))
+    order_id: Mapped[str | None] = mapped_column(String(64))
+    dedupe_key: Mapped[str] = mapped_column(String(255))
+    title: Mapped[str] = mapped_column(Text)
+    detail: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    status: Mapped[str] = mapped_column(String(16), default=AlertStatus.PENDING)
+    sinks: Mapped[str] = mapped_column(Text, default="")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime())

@@ -2,17 +2,22 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
+import socket
 import subprocess
 import sys
 import threading
 import time
 import uuid
+from email import message_from_bytes
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import pytest
 import redis
+from aiosmtpd.controller import Controller
 from sqlalchemy import create_engine, delete, text
 from sqlalchemy.engine import make_url
 from werkzeug.serving import make_server
@@ -20,7 +25,7 @@ from werkzeug.serving import make_server
 from receiver import create_app
 from receiver.config import Settings, load_settings
 from receiver.migrate import upgrade
-from receiver.models import Event, Order, OrderChange, OrderLine
+from receiver.models import Alert, Event, Order, OrderChange, OrderLine
 from receiver.sandbox import Sandbox
 from receiver.sandbox.dajisaas import DajisaasProvider
 from receiver.sandbox.xportcn import XportcnProvider
@@ -41,6 +46,13 @@ CREDENTIALS = {
 TOKENS = {"demo": "cb-token-demo-0123456789", "thai": "cb-token-thai-0123456789", "daji": "cb-token-daji-0123456789"}
 # The loopback provider of each family.
 FAKES = {"xportcn": XportcnProvider, "dajisaas": DajisaasProvider}
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def wait_for(predicate: Callable[[], Any], timeout: float = 15.0, interval: float = 0.05) -> Any:
@@ -100,8 +112,69 @@ def fresh_providers(box: Sandbox) -> None:
     box.calls.clear()
 
 
+class Sinks:
+    """Where the suite's alerts go: a webhook/Slack catcher over HTTP and an SMTP server, both real."""
+
+    def __init__(self) -> None:
+        self.posts: list[tuple[str, dict[str, Any]]] = []
+        self.mails: list[Any] = []
+        sinks = self
+
+        class Catch(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 - the stdlib's name
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                sinks.posts.append((self.path, json.loads(body)))
+                self.send_response(200)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        class Mailbox:
+            async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802 - aiosmtpd's name
+                sinks.mails.append(message_from_bytes(envelope.content))
+                return "250 OK"
+
+        self.http = ThreadingHTTPServer(("127.0.0.1", 0), Catch)
+        threading.Thread(target=self.http.serve_forever, daemon=True).start()
+        self.smtp = Controller(Mailbox(), hostname="127.0.0.1", port=free_port())
+        self.smtp.start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.http.server_address[1]}"
+
+    def toml(self) -> str:
+        """The `[alerts]` table that sends every alert to these sinks."""
+        return "\n".join([
+            "[alerts]", "dedupe_window = 600", f'webhook_url = "{self.url}/hook"', f'slack_webhook_url = "{self.url}/slack"',
+            "[alerts.email]", 'host = "127.0.0.1"', f"port = {self.smtp.port}",
+            'sender = "receiver@example.com"', 'recipients = ["ops@example.com"]', "starttls = false",
+            "[alerts.rules.push_rejections]", "threshold = 5",
+            "[alerts.rules.price_corrected]", "threshold = 0.1", "",
+        ])
+
+    def clear(self) -> None:
+        self.posts.clear()
+        self.mails.clear()
+
+    def stop(self) -> None:
+        self.http.shutdown()
+        self.http.server_close()
+        self.smtp.stop()
+
+
 @pytest.fixture(scope="session")
-def environ(tmp_path_factory: pytest.TempPathFactory, database_url: str, broker_url: str, sandbox: Sandbox) -> dict[str, str]:
+def sinks() -> Iterator[Sinks]:
+    """The alert sinks every test's alerts are delivered to."""
+    s = Sinks()
+    yield s
+    s.stop()
+
+
+@pytest.fixture(scope="session")
+def environ(tmp_path_factory: pytest.TempPathFactory, database_url: str, broker_url: str, sandbox: Sandbox, sinks: Sinks) -> dict[str, str]:
     """The RECEIVER_* environment of the web app and the worker: one namespace per run."""
     path = tmp_path_factory.mktemp("conf") / "sources.toml"
     lines = []
@@ -111,7 +184,7 @@ def environ(tmp_path_factory: pytest.TempPathFactory, database_url: str, broker_
                  "timeout": 1.0, **CREDENTIALS[name], **options}
         lines += [f'{k} = "{v}"' if isinstance(v, str) else f"{k} = {v}" for k, v in table.items()]
         lines.append("")
-    path.write_text("\n".join(lines))
+    path.write_text("\n".join(lines) + "\n" + sinks.toml())
     return {
         "RECEIVER_DATABASE_URL": database_url,
         "RECEIVER_BROKER_URL": broker_url,
@@ -203,10 +276,12 @@ def clean_state(request: pytest.FixtureRequest) -> Iterator[None]:
     if "app" in request.fixturenames or "worker" in request.fixturenames:
         app = request.getfixturevalue("app")
         fresh_providers(request.getfixturevalue("sandbox"))
+        request.getfixturevalue("sinks").clear()
         services = app.extensions["receiver"]
-        services.redis.delete(services.settings.namespace)  # tasks a previous test left queued
+        # Tasks a previous test left queued, and its refused-push counters.
+        services.redis.delete(services.settings.namespace, *services.redis.scan_iter(services.key("rejections", "*")))
         engine = services.engine
         with engine.begin() as conn:
-            for table in (OrderChange, OrderLine, Order, Event):
+            for table in (OrderChange, OrderLine, Order, Event, Alert):
                 conn.execute(delete(table))
     yield

@@ -17,6 +17,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import or_, select, update
 from sqlalchemy.exc import IntegrityError, OperationalError
 
+from receiver import alerts
 from receiver.config import Source
 from receiver.errors import ProviderError, TransientProviderError
 from receiver.inbox import raw_push
@@ -57,10 +58,13 @@ def refetch_order(svc: Services, source: Source, ref: OrderRef, cause: str) -> l
     snapshots = family_for(source.family).fetch_orders(svc.http, source, ref)
     try:
         with svc.Session.begin() as session:
-            changes = [c for snap in snapshots for c in apply_snapshot(session, source.name, snap, started, cause)]
+            applied = [(snap, apply_snapshot(session, source.name, snap, started, cause)) for snap in snapshots]
     except (IntegrityError, OperationalError) as err:
         # Another worker inserted the same new order first, or the database blinked: try again.
         raise TransientProviderError(f"could not apply order {ref.order_id}: {err.__class__.__name__}") from err
+    for snap, snap_changes in applied:
+        alerts.order_alerts(svc, source.name, snap.provider_order_id, snap.currency, snap_changes)
+    changes = [c for _, snap_changes in applied for c in snap_changes]
     if changes:
         fields = ",".join(c.field for c in changes)
         log.info("order.changed source=%s order=%s fields=%s cause=%s", source.name, ref.order_id, fields, cause)
@@ -124,27 +128,37 @@ def handle_refetch(svc: Services, wanted: Wanted, retries: int) -> Outcome:
     covered = _waiting_events(svc, wanted)  # stored before this re-fetch starts
     source = svc.settings.sources.get(wanted.source)
     if source is None:
-        return dead_letter(svc, covered, f"source {wanted.source!r} is no longer configured")
+        return dead_letter(svc, covered, f"source {wanted.source!r} is no longer configured", wanted)
     _count_attempt(svc, covered)
     try:
         refetch_order(svc, source, wanted.ref, cause=f"event:{max(covered)}" if covered else "refetch")
     except (TransientProviderError, OperationalError) as err:
         if retries >= svc.settings.max_retries:
-            return dead_letter(svc, covered, f"gave up after {retries + 1} attempts: {err}")
+            return dead_letter(svc, covered, f"gave up after {retries + 1} attempts: {err}", wanted)
         _set_status(svc, covered, EventStatus.FAILED, str(err))
         log.warning("refetch.retry source=%s order=%s attempt=%s error=%s", source.name, wanted.ref.order_id, retries + 1, err)
         return Outcome(EventStatus.FAILED, retry_in=backoff(svc, retries))
     except ProviderError as err:
-        return dead_letter(svc, covered, str(err))
+        return dead_letter(svc, covered, str(err), wanted)
     _set_status(svc, covered, EventStatus.PROCESSED, None)
     return Outcome(EventStatus.PROCESSED)
 
 
-def dead_letter(svc: Services, event_ids: list[int], error: str) -> Outcome:
-    """Mark events dead with their error and raise the alert; replay puts them back."""
+def dead_letter(svc: Services, event_ids: list[int], error: str, wanted: Wanted | None = None) -> Outcome:
+    """Mark events dead with their error and raise the alert (one per order and window); replay
+    puts them back."""
     _set_status(svc, event_ids, EventStatus.DEAD, error)
     if event_ids:
-        log.error("alert.dead_letter events=%s error=%s", ",".join(map(str, event_ids)), error)
+        where = f"{wanted.source} order {wanted.ref.order_id}" if wanted else f"event {event_ids[0]}"
+        alerts.raise_alert(
+            svc,
+            "dead_letter",
+            where,
+            f"Dead letter: {len(event_ids)} event(s) of {where} failed for good: {error}"[:500],
+            {"events": event_ids, "error": error},
+            wanted.source if wanted else None,
+            wanted.ref.order_id if wanted else None,
+        )
     return Outcome(EventStatus.DEAD)
 
 
@@ -243,10 +257,12 @@ def reconcile(
         if page is None:
             break
         with svc.Session.begin() as session:
-            changed = [bool(apply_snapshot(session, source.name, snap, started, "reconcile")) for snap in page]
+            applied = [(snap, apply_snapshot(session, source.name, snap, started, "reconcile")) for snap in page]
+        for snap, changes in applied:
+            alerts.order_alerts(svc, source.name, snap.provider_order_id, snap.currency, changes)
         report.pages += 1
         report.orders += len(page)
-        report.changed += sum(changed)
+        report.changed += sum(1 for _, changes in applied if changes)
         if progress:
             progress(report)
     if report.changed:

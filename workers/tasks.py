@@ -5,9 +5,12 @@ import logging
 from datetime import timedelta
 
 from celery import shared_task
+from flask import current_app
 from kombu.exceptions import OperationalError as BrokerError
 from redis.exceptions import RedisError
 
+from receiver import alerts
+from receiver.errors import TransientProviderError
 from receiver.inbox import mark_queued
 from receiver.models import utcnow
 from receiver.providers import OrderRef
@@ -44,8 +47,34 @@ def refetch_order(self, source: str, platform: str, order_id: str, lookup: dict[
 
 @shared_task(name="workers.tasks.sweep_inbox")
 def sweep_inbox() -> int:
-    """Enqueue again the events that waited too long (their enqueue failed, or their worker died)."""
+    """Enqueue again the events that waited too long (their enqueue failed, or their worker died),
+    and the alerts whose delivery was never queued."""
+    for alert_id in alerts.pending(services()):
+        deliver_alert.apply_async((alert_id,), retry=False)
     return requeue(pipeline.stuck_events(services()))
+
+
+@shared_task(bind=True, name=alerts.DELIVER_TASK, max_retries=None)
+def deliver_alert(self, alert_id: int) -> str:  # type: ignore[no-untyped-def]
+    """Deliver one alert to its sinks, retrying with backoff; give up after RECEIVER_MAX_RETRIES."""
+    svc = services()
+    try:
+        return alerts.deliver(svc, alert_id)
+    except TransientProviderError:
+        if self.request.retries >= svc.settings.max_retries:
+            alerts.give_up(svc, alert_id)
+            return "failed"
+        raise self.retry(countdown=pipeline.backoff(svc, self.request.retries)) from None
+
+
+@shared_task(name="workers.tasks.check_backlog")
+def check_backlog() -> int:
+    """Alert when more tasks wait on the queue than the queue_backlog rule allows."""
+    svc = services()
+    depth = int(svc.redis.llen(svc.settings.namespace))
+    if depth > svc.settings.alerts.rules["queue_backlog"].threshold:
+        alerts.raise_alert(svc, "queue_backlog", "queue", f"{depth} tasks wait on the queue {svc.settings.namespace}", {"depth": depth})
+    return depth
 
 
 def requeue(event_ids: list[int]) -> int:
@@ -65,7 +94,9 @@ def replay(event_ids: list[int]) -> int:
 def enqueue(event_id: int) -> bool:
     """Put an event on the queue; False (and the event stays in the inbox) when the broker is down."""
     try:
-        process_event.apply_async((event_id,), retry=False)
+        # Through this Flask app's Celery app: shared tasks otherwise follow Celery's process-wide
+        # default app, which is whichever app was built last.
+        current_app.extensions["celery"].tasks[process_event.name].apply_async((event_id,), retry=False)
     except (BrokerError, RedisError, OSError) as err:
         log.warning("callback.enqueue_failed event=%s error=%s", event_id, err.__class__.__name__)
         return False

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import random
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -25,17 +24,10 @@ from receiver.models import Event, EventStatus, OrderChange
 from receiver.orders import find_order
 from receiver.providers import OrderRef, family_for
 from receiver.sandbox import Sandbox
-from tests.conftest import API_TOKEN, CREDENTIALS, ROOT, TOKENS, wait_for
+from tests.conftest import API_TOKEN, CREDENTIALS, ROOT, TOKENS, free_port, wait_for
 
 SECRETS = [API_TOKEN, *TOKENS.values(), *(c.get("access_secret") or c.get("app_secret") for c in CREDENTIALS.values())]
 COMPARED = ("status", "raw_status", "product_amount", "shipping_fee", "discount", "total_amount", "refund_amount")
-
-
-def free_port() -> int:
-    """A TCP port nobody listens on right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Stack:
