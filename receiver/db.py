@@ -8,7 +8,18 @@ from sqlalchemy.orm import Session, sessionmaker
 def make_engine(url: str, pool_size: int = 5) -> Engine:
     """An engine for `url`: SQLite in WAL mode with a busy timeout, others with a bounded pool."""
     if url.startswith("sqlite"):
-        engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
+        # One connection per process: every transaction here is BEGIN IMMEDIATE (below), so SQLite runs
+        # them one at a time whatever the pool holds. With more connections, threads of one process
+        # queue in SQLite's busy handler, which sleeps 1, 2, 5 ... 100 ms between tries and starves
+        # unlucky pushes, and connecting can fail on PRAGMA journal_mode ("database is locked"); on one
+        # connection they queue in the pool and are woken as soon as it is free (docs/benchmarks.md).
+        engine = create_engine(
+            url,
+            connect_args={"timeout": 30, "check_same_thread": False},
+            pool_size=1,
+            max_overflow=0,
+            pool_timeout=30,
+        )
 
         @event.listens_for(engine, "connect")
         def _sqlite_connect(dbapi_conn, _record) -> None:  # type: ignore[no-untyped-def]
