@@ -1,4 +1,4 @@
-# `make run` starts the service on embedded defaults; `make test` runs the suite.
+# `make run` starts the service on embedded defaults; `make test` runs the suite; `make bench` measures it.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -36,6 +36,13 @@ test: install
 test-postgres: install
 	RECEIVER_TEST_DATABASE_URL=$${RECEIVER_TEST_DATABASE_URL:-postgresql+psycopg://postgres@127.0.0.1:5432/test} \
 		$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# Benchmarks, not tests: the receiver against a bare Flask app, then a burst with the worker running.
+# Needs wrk (installed here with apt-get when missing) and Redis; extra flags: BENCH_ARGS="--help".
+bench: install
+	@deploy/ensure-redis.sh "$$RECEIVER_BROKER_URL"
+	@command -v wrk >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null; }
+	$(BIN)/python -m bench.run $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) var *.egg-info

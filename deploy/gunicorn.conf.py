@@ -2,11 +2,18 @@
 import os
 
 bind = os.environ.get("GUNICORN_BIND", f"127.0.0.1:{os.environ.get('PORT', '8000')}")
-# The ingest path is short and mostly waits on the database and Redis, so a few threads per process
-# use both cores without a process per connection. Revisit with `make bench` (issue: benchmarks).
+# Chosen by `make bench` on 2 cores (docs/benchmarks.md), receiver under wrk, 16 connections:
+#   2 x gthread, 4 threads: 408 req/s, 2.58 ms CPU per push
+#   2 x gthread, 2 threads: 525 req/s, 2.03 ms CPU per push   <- this
+#   2 x gthread, 1 thread : 1.96 ms CPU per push, but a push waiting on Redis idles its process
+#   3 or 4 x gthread, 1 thread, or 3 x sync: 2.1 to 2.9 ms CPU per push
+# One process per core; a second thread overlaps a push's Redis and SQLite waits with another's
+# work, more threads only fight over the GIL (CPU per push grows with the thread count). gthread
+# over sync keeps connections alive and does not let a slow client hold the only thread.
+# The database pool (5 per process, receiver/db.py; 1 on SQLite) must stay >= threads.
 workers = int(os.environ.get("GUNICORN_WORKERS", "2"))
-worker_class = "gthread"
-threads = int(os.environ.get("GUNICORN_THREADS", "4"))
+worker_class = os.environ.get("GUNICORN_WORKER_CLASS", "gthread")
+threads = int(os.environ.get("GUNICORN_THREADS", "2"))
 # Providers wait 1000 ms for our answer; a request still running after 30 s is stuck, not slow.
 timeout = 30
 graceful_timeout = 20

@@ -12,7 +12,18 @@ def make_engine(url: str, pool_size: int = 5, timeout: float = 5.0) -> Engine:
     cannot be stored by then gets 503, and the provider pushes it again later.
     """
     if url.startswith("sqlite"):
-        engine = create_engine(url, connect_args={"timeout": timeout, "check_same_thread": False})
+        # One connection per process: every transaction here is BEGIN IMMEDIATE (below), so SQLite runs
+        # them one at a time whatever the pool holds. With more connections, threads of one process
+        # queue in SQLite's busy handler, which sleeps 1, 2, 5 ... 100 ms between tries and starves
+        # unlucky pushes, and connecting can fail on PRAGMA journal_mode ("database is locked"); on one
+        # connection they queue in the pool and are woken as soon as it is free (docs/benchmarks.md).
+        engine = create_engine(
+            url,
+            connect_args={"timeout": timeout, "check_same_thread": False},
+            pool_size=1,
+            max_overflow=0,
+            pool_timeout=timeout,
+        )
 
         @event.listens_for(engine, "connect")
         def _sqlite_connect(dbapi_conn, _record) -> None:  # type: ignore[no-untyped-def]

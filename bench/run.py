@@ -1,0 +1,583 @@
+"""`make bench`: the receiver against the ceiling of its own stack, then a burst with the worker running.
+
+Everything it starts (two gunicorns, a Celery worker, wrk, an in-process sandbox provider) runs on
+127.0.0.1 with its own temp dir, SQLite file and Redis namespace, and is stopped on the way out,
+Ctrl-C and failures included. See docs/benchmarks.md for the method and the figures.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import runpy
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import redis
+import requests
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import Engine, make_url
+
+from bench import pushes
+from receiver.migrate import upgrade
+from receiver.providers import xportcn as spec
+from receiver.sandbox import Sandbox
+from receiver.sandbox.xportcn import XportcnProvider
+
+ROOT = Path(__file__).resolve().parent.parent
+LUA = ROOT / "bench" / "push.lua"
+GUNICORN_CONF = ROOT / "deploy" / "gunicorn.conf.py"
+# What the burst compares between our copy of an order and the provider's (as `receiver simulate` does).
+COMPARED = ("status", "raw_status", "product_amount", "shipping_fee", "discount", "total_amount", "refund_amount")
+CREDS = {
+    "load": pushes.Credentials("ak-bench-load", "bench-load-secret-01", "2100000000001", "cb-token-bench-load-0001"),
+    "burst": pushes.Credentials("ak-bench-burst", "bench-burst-secret-02", "2100000000002", "cb-token-bench-burst-002"),
+}
+
+
+class Stop(Exception):
+    """SIGTERM, turned into an exception so that cleanup runs as it does for Ctrl-C."""
+
+
+def _on_sigterm(signum: int, frame: object) -> None:
+    raise Stop()
+
+
+def free_port() -> int:
+    """A port nothing listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.05) -> Any:
+    """Poll until `predicate` is truthy; raise naming `what` after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            value = predicate()
+        except (OSError, requests.RequestException):
+            value = None
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{what}: not ready within {timeout:.0f}s")
+        time.sleep(interval)
+
+
+def children(pid: int) -> list[int]:
+    """`pid` and all its descendants, from /proc."""
+    parents: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        ppid = int(stat.rpartition(")")[2].split()[1])
+        parents.setdefault(ppid, []).append(int(entry.name))
+    found, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        found.append(p)
+        todo += parents.get(p, [])
+    return found
+
+
+def peak_rss_mb(pid: int) -> tuple[float, int]:
+    """The sum of the peak RSS (VmHWM) of `pid` and its descendants in MB, and how many processes."""
+    total_kb, n = 0, 0
+    for p in children(pid):
+        try:
+            for line in Path(f"/proc/{p}/status").read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    total_kb += int(line.split()[1])
+                    n += 1
+        except OSError:
+            pass
+    return total_kb / 1024, n
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds used so far by `pid` and its descendants."""
+    ticks = 0
+    for p in children(pid):
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rpartition(")")[2].split()
+        except OSError:
+            continue
+        ticks += int(fields[11]) + int(fields[12])  # utime, stime
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def machine_busy_seconds() -> float:
+    """CPU seconds all cores spent busy so far (everything but idle and iowait), from /proc/stat."""
+    values = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    return (sum(values[:8]) - values[3] - values[4]) / os.sysconf("SC_CLK_TCK")
+
+
+class Processes:
+    """The subprocesses we started, each in its own session, so we stop exactly those."""
+
+    def __init__(self, logs: Path) -> None:
+        self.logs = logs
+        self.started: dict[str, subprocess.Popen[bytes]] = {}
+
+    def start(self, name: str, cmd: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
+        """Start `cmd` with its output in <logs>/<name>.log."""
+        with open(self.logs / f"{name}.log", "wb") as log:
+            proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        self.started[name] = proc
+        return proc
+
+    def log(self, name: str) -> str:
+        """What a process wrote so far."""
+        return (self.logs / f"{name}.log").read_text(errors="replace")
+
+    def stop(self, name: str) -> None:
+        """TERM the process group we started, KILL it if it lingers."""
+        proc = self.started.pop(name, None)
+        if proc is None or proc.poll() is not None:
+            return
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        except ProcessLookupError:
+            pass
+
+    def stop_all(self) -> None:
+        """Stop everything still running, newest first."""
+        for name in reversed(list(self.started)):
+            self.stop(name)
+
+
+@dataclass
+class Load:
+    """What wrk measured in one run."""
+
+    requests: int
+    seconds: float
+    p50_ms: float
+    p90_ms: float
+    p99_ms: float
+    max_ms: float
+    errors: int
+    wrapped: int
+    non200: int
+    server_cpu: float = 0.0  # CPU seconds of the server's processes during the run
+    wrk_cpu: float = 0.0
+    busy_cpu: float = 0.0  # CPU seconds of the whole machine during the run
+
+    @property
+    def rps(self) -> float:
+        return self.requests / self.seconds
+
+    @property
+    def cpu_ms(self) -> float:
+        """Server CPU per request: unlike req/s, barely moved by whatever else runs on the machine."""
+        return self.server_cpu * 1000 / max(self.requests, 1)
+
+    @property
+    def others(self) -> float:
+        """Cores used by neither the server nor wrk (Redis, and anything else on the machine)."""
+        return max(0.0, self.busy_cpu - self.server_cpu - self.wrk_cpu) / self.seconds
+
+    @classmethod
+    def parse(cls, output: str) -> "Load":
+        line = next((ln for ln in output.splitlines() if ln.startswith("BENCH ")), None)
+        if line is None:
+            raise RuntimeError(f"wrk printed no figures:\n{output}")
+        d = json.loads(line[len("BENCH "):])
+        errors = d["connect_errors"] + d["read_errors"] + d["write_errors"] + d["timeouts"]
+        return cls(d["requests"], d["duration_us"] / 1e6, d["p50_us"] / 1000, d["p90_us"] / 1000, d["p99_us"] / 1000,
+                   d["max_us"] / 1000, errors, d["wrapped"], max(d["non200"], d["status_errors"]))
+
+    def line(self) -> str:
+        extra = []
+        if self.errors:
+            extra.append(f"{self.errors} socket errors")
+        if self.non200:
+            extra.append(f"{self.non200} non-200")
+        if self.wrapped:
+            extra.append(f"{self.wrapped} replays past the end of the file")
+        return (f"{self.rps:6.0f} req/s  p50 {self.p50_ms:5.1f} ms  p99 {self.p99_ms:5.1f} ms  max {self.max_ms:6.1f} ms"
+                f"  cpu {self.cpu_ms:.2f} ms/req  others {self.others:.2f} cores"
+                + (f"  ({', '.join(extra)})" if extra else ""))
+
+
+def median_load(loads: list[Load]) -> Load:
+    """The run with the median throughput (its latencies and CPU go with it)."""
+    return sorted(loads, key=lambda load: load.rps)[len(loads) // 2]
+
+
+class Bench:
+    """One benchmark run: its temp dir, database, sandbox, processes and Redis namespace."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.tmp = Path(tempfile.mkdtemp(prefix="receiver-bench-"))
+        (self.tmp / "logs").mkdir()
+        self.procs = Processes(self.tmp / "logs")
+        self.namespace = f"bench-{uuid.uuid4().hex[:8]}"
+        self.sandbox = Sandbox().start()
+        self.providers = {name: self.sandbox.mount(name, XportcnProvider(c.access_key, c.access_secret, c.user_id))
+                          for name, c in CREDS.items()}
+        self.admin: Engine | None = None
+        self.database_url = self._database(args.database_url)
+        self.engine = create_engine(self.database_url)
+        self.env = self._environment()
+        self.rng = random.Random(args.seed)
+        self.results: dict[str, Any] = {}
+
+    # --- set-up and tear-down ---------------------------------------------------------------
+    def _database(self, server: str | None) -> str:
+        """A fresh, migrated database: a new one on `server` (PostgreSQL), else a SQLite file in the temp dir."""
+        if not server:
+            url = f"sqlite:///{self.tmp / 'bench.db'}"
+        else:
+            self.admin = create_engine(server, isolation_level="AUTOCOMMIT")
+            self.db_name = f"receiver_bench_{uuid.uuid4().hex[:8]}"
+            with self.admin.connect() as conn:
+                conn.execute(text(f'CREATE DATABASE "{self.db_name}"'))
+            url = make_url(server).set(database=self.db_name).render_as_string(hide_password=False)
+        upgrade(url)
+        return url
+
+    def _environment(self) -> dict[str, str]:
+        """The RECEIVER_* environment the receiver and the worker share."""
+        sources = self.tmp / "sources.toml"
+        lines = []
+        for name, c in CREDS.items():
+            lines += [f"[sources.{name}]", 'family = "xportcn"', f'base_url = "{self.sandbox.base_url(name)}"',
+                      f'callback_token = "{c.callback_token}"', f'access_key = "{c.access_key}"',
+                      f'access_secret = "{c.access_secret}"', f'user_id = "{c.user_id}"', ""]
+        sources.write_text("\n".join(lines))
+        env = {k: v for k, v in os.environ.items() if not k.startswith("RECEIVER_")}
+        env.update({
+            "RECEIVER_DATABASE_URL": self.database_url,
+            "RECEIVER_BROKER_URL": self.args.broker_url,
+            "RECEIVER_API_TOKEN": "bench-api-token-0123456789",
+            "RECEIVER_SOURCES_FILE": str(sources),
+            "RECEIVER_NAMESPACE": self.namespace,
+            "PYTHONUNBUFFERED": "1",
+        })
+        return env
+
+    def close(self) -> None:
+        """Stop all we started and remove what we created."""
+        self.procs.stop_all()
+        self.sandbox.stop()
+        self.engine.dispose()
+        try:
+            r = redis.Redis.from_url(self.args.broker_url)
+            for key in r.scan_iter(f"{self.namespace}*", count=1000):
+                r.delete(key)
+            for key in r.scan_iter(f"_kombu.binding.{self.namespace}*"):
+                r.delete(key)
+        except redis.RedisError:
+            pass
+        if self.admin is not None:
+            with self.admin.connect() as conn:
+                conn.execute(text(f'DROP DATABASE IF EXISTS "{self.db_name}" WITH (FORCE)'))
+            self.admin.dispose()
+        if self.args.keep:
+            print(f"\nlogs and database kept in {self.tmp}")
+        else:
+            shutil.rmtree(self.tmp, ignore_errors=True)
+
+    # --- processes --------------------------------------------------------------------------
+    def gunicorn(self, name: str, app: str) -> str:
+        """Start `app` under deploy/gunicorn.conf.py on a free port; return its base URL once it answers."""
+        port = free_port()
+        env = {**self.env, "GUNICORN_BIND": f"127.0.0.1:{port}"}
+        proc = self.procs.start(name, [sys.executable, "-m", "gunicorn", "-c", str(GUNICORN_CONF), app], env)
+        url = f"http://127.0.0.1:{port}"
+
+        def up() -> bool:
+            if proc.poll() is not None:
+                raise RuntimeError(f"{name} exited:\n{self.procs.log(name)[-3000:]}")
+            return requests.get(f"{url}/healthz", timeout=1).status_code == 200
+
+        wait_for(up, 30, name)
+        return url
+
+    def worker(self) -> subprocess.Popen[bytes]:
+        """A Celery worker on our queue, configured as the Procfile's."""
+        cmd = [sys.executable, "-m", "celery", "-A", "workers.app", "worker", "--loglevel", "INFO",
+               "--concurrency", str(self.args.worker_concurrency), "--queues", self.namespace,
+               "--without-gossip", "--without-mingle", "--without-heartbeat"]
+        proc = self.procs.start("worker", cmd, self.env)
+
+        def ready() -> bool:
+            if proc.poll() is not None:
+                raise RuntimeError(f"worker exited:\n{self.procs.log('worker')[-3000:]}")
+            return "ready." in self.procs.log("worker")
+
+        wait_for(ready, 60, "worker", interval=0.2)
+        return proc
+
+    def wrk(self, url: str, file: Path, mode: str, duration: float, connections: int, server: str = "receiver") -> tuple[Load, float]:
+        """Run wrk with bench/push.lua against `server`; in "once" mode stop as soon as every push was answered."""
+        marker = self.tmp / f"done-{uuid.uuid4().hex[:6]}"
+        threads = self.args.wrk_threads
+        cmd = ["wrk", "-t", str(threads), "-c", str(connections), "-d", f"{duration:.0f}s", "--timeout", "10s",
+               "-s", str(LUA), url, "--", str(file), str(threads), mode, str(marker)]
+        server_pid = self.procs.started[server].pid
+        cpu0, busy0 = cpu_seconds(server_pid), machine_busy_seconds()
+        started = time.monotonic()
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+        wrk_cpu = 0.0
+        try:
+            if mode == "once":
+                wait_for(lambda: proc.poll() is not None or all(Path(f"{marker}.{i}").exists() for i in range(threads)),
+                         duration, "burst sender", interval=0.01)
+                elapsed = time.monotonic() - started
+                if proc.poll() is None:
+                    proc.send_signal(signal.SIGINT)  # wrk prints its figures on SIGINT
+            while proc.poll() is None and time.monotonic() - started < duration - 0.2 and mode != "once":
+                wrk_cpu = cpu_seconds(proc.pid)  # wrk is gone once it printed: sample it while it runs
+                time.sleep(0.2)
+            out, _ = proc.communicate(timeout=duration + 30)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        if mode != "once":
+            elapsed = time.monotonic() - started
+        load = Load.parse(out.decode(errors="replace"))
+        load.server_cpu = cpu_seconds(server_pid) - cpu0
+        load.busy_cpu = machine_busy_seconds() - busy0
+        load.wrk_cpu = wrk_cpu
+        return load, elapsed
+
+    # --- 1. throughput against the ceiling --------------------------------------------------
+    def load_file(self, name: str, count: int, signed: bool) -> Path:
+        """A request file of `count` distinct pushes to the "load" source."""
+        path = self.tmp / f"{name}.txt"
+        pushes.write(path, pushes.load_pushes("load", CREDS["load"], count, signed, seed=self.rng.randrange(10**6)))
+        return path
+
+    def throughput(self) -> None:
+        """The bare Flask app and the receiver under the same gunicorn and the same wrk load.
+
+        Both stay up and their runs alternate (ceiling, receiver, ceiling, ...), so that a neighbour
+        who loads the machine for a while weighs on both sides of the ratio; medians are reported.
+        """
+        a = self.args
+        conf = runpy.run_path(str(GUNICORN_CONF))
+        print(f"gunicorn: {conf['workers']} x {conf['worker_class']}"
+              + (f" ({conf['threads']} threads)" if conf["worker_class"] == "gthread" else "")
+              + f"; wrk: {a.wrk_threads} thread(s), {a.connections} connections;"
+              + f" {a.rounds} rounds of {a.duration:.0f} s per side after {a.warmup:.0f} s of warm-up")
+        started = time.monotonic()
+        per_run, warm = int(a.max_rate * (a.duration + 1)), int(a.max_rate * (a.warmup + 1))
+        files = {name: self.load_file(name, warm, signed=True) for name in ("warm-ceiling", "warm-receiver")}
+        files |= {f"signed-{i}": self.load_file(f"signed-{i}", per_run, signed=True) for i in range(a.rounds)}
+        files["unsigned"] = self.load_file("unsigned", per_run, signed=False)
+        print(f"  {sum(1 for f in files.values() for _ in f.open())} distinct pushes written"
+              f" in {time.monotonic() - started:.1f} s")
+
+        urls = {"ceiling": self.gunicorn("ceiling", "bench.ceiling:app"), "receiver": self.receiver()}
+        for name in urls:
+            self.wrk(urls[name], files[f"warm-{name}"], "loop", a.warmup, a.connections, server=name)
+        runs: dict[str, list[Load]] = {"ceiling": [], "signed": []}
+        for i in range(a.rounds):
+            # The ceiling gets the very requests the receiver gets next: it keeps no nonces.
+            for name, side in (("ceiling", "ceiling"), ("signed", "receiver")):
+                load, _ = self.wrk(urls[side], files[f"signed-{i}"], "loop", a.duration, a.connections, server=side)
+                runs[name].append(load)
+                label = "ceiling  (bare Flask)" if side == "ceiling" else "receiver (signed)   "
+                print(f"  round {i + 1} {label} {load.line()}")
+        unsigned, _ = self.wrk(urls["receiver"], files["unsigned"], "loop", a.duration, a.connections)
+        print(f"          receiver (unsigned) {unsigned.line()}")
+        self.results["ceiling_rss"] = peak_rss_mb(self.procs.started["ceiling"].pid)
+        self.procs.stop("ceiling")
+
+        ceiling, signed = (median_load(runs[k]) for k in ("ceiling", "signed"))
+        ratios = [r.rps / c.rps for c, r in zip(runs["ceiling"], runs["signed"])]
+        print("  medians (signed pushes: URL token + MD5 signature + Redis nonce, each push distinct):")
+        print(f"    ceiling   {ceiling.rps:6.0f} req/s   p50 {ceiling.p50_ms:5.1f} ms   p99 {ceiling.p99_ms:5.1f} ms"
+              f"   cpu {ceiling.cpu_ms:.2f} ms/req")
+        print(f"    receiver  {signed.rps:6.0f} req/s   p50 {signed.p50_ms:5.1f} ms   p99 {signed.p99_ms:5.1f} ms"
+              f"   cpu {signed.cpu_ms:.2f} ms/req")
+        ratio = statistics.median(ratios)
+        print(f"    ratio receiver/ceiling {ratio:.2f} (rounds: {', '.join(f'{r:.2f}' for r in ratios)}; target >= 0.60);"
+              f" by CPU per request {ceiling.cpu_ms / signed.cpu_ms:.2f}")
+        print(f"    receiver ack p99 {signed.p99_ms:.1f} ms at that load (target < 50 ms)")
+        self.results.update(ceiling=ceiling, signed=signed, unsigned=unsigned, ratio=ratio)
+        # No worker ran: drop the queued tasks so that the burst's worker starts on an empty queue.
+        redis.Redis.from_url(a.broker_url).delete(self.namespace)
+
+    def receiver(self) -> str:
+        """The receiver's gunicorn, started once and kept for the burst."""
+        if "receiver" not in self.procs.started:
+            self.receiver_url = self.gunicorn("receiver", "wsgi:app")
+        return self.receiver_url
+
+    # --- 2. the burst with the worker running -----------------------------------------------
+    def burst(self) -> None:
+        """10 pushes for each of 1,000 orders, as fast as wrk sends them, then wait for the truth."""
+        a = self.args
+        url = self.receiver()
+        provider = self.providers["burst"]
+        plan = pushes.burst(provider, "burst", CREDS["burst"], a.orders, a.per_order, a.duplicates, a.window, self.rng)
+        file = self.tmp / "burst.txt"
+        pushes.write(file, plan.pushes)
+        truth = {oid: spec._alibaba_order(provider.order(oid)) for oid in plan.orders}  # the worker's own mapping
+        self.worker()
+        print(f"burst: {len(plan.pushes)} pushes over {len(plan.orders)} orders ({len(plan.distinct_bodies)} distinct, "
+              f"{plan.duplicates} redelivered, {plan.out_of_order} out of order), {a.burst_connections} connections, "
+              f"worker: Celery prefork x {a.worker_concurrency}")
+        self.sandbox.calls.clear()
+        started = time.monotonic()
+        load, sent_in = self.wrk(url, file, "once", a.burst_timeout, a.burst_connections)
+        print(f"  sent in {sent_in:.1f} s; ack p50 {load.p50_ms:.1f} ms   p99 {load.p99_ms:.1f} ms   max {load.max_ms:.1f} ms"
+              f"   (target p99 < 200 ms)" + (f"; {load.non200} non-200, {load.errors} socket errors" if load.non200 or load.errors else ""))
+        true_after = self.wait_for_truth(truth, started, a.burst_timeout)
+        if true_after is None:
+            mismatched = len(self.mismatched(truth))
+            print(f"  NOT every order equals the provider's truth after {a.burst_timeout:.0f} s ({mismatched} still differ)")
+        else:
+            print(f"  every order equals the provider's truth {true_after:.1f} s after the first push (target < 60 s)")
+        drained = self.wait_for_drain(a.drain_timeout)
+        per_order = [self.sandbox.fetches(oid) for oid in plan.orders]
+        print(f"  re-fetches: {sum(per_order)} ({sum(per_order) / len(per_order):.2f} per order, max {max(per_order)};"
+              f" target <= 2 per order)" + ("" if drained else f"; queue not drained after {a.drain_timeout:.0f} s more"))
+        lost, stored = self.lost(plan)
+        print(f"  pushes lost: {lost}   (stored {stored} of {len(plan.distinct_bodies)} distinct; "
+              f"{load.non200} answered other than 200)")
+        self.results.update(burst=load, true_after=true_after, refetches=per_order, lost=lost)
+
+    def ours(self) -> dict[str, tuple[Any, ...]]:
+        """Our copy of every burst order, as the fields the burst compares."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(text(f"SELECT provider_order_id, {', '.join(COMPARED)} FROM orders WHERE source = 'burst'"))
+            return {r[0]: tuple(r[1:]) for r in rows}
+
+    def mismatched(self, truth: dict[str, Any]) -> list[str]:
+        """The burst orders whose copy differs from the provider's."""
+        ours = self.ours()
+        return [oid for oid, snap in truth.items() if ours.get(oid) != tuple(getattr(snap, f) for f in COMPARED)]
+
+    def wait_for_truth(self, truth: dict[str, Any], started: float, timeout: float) -> float | None:
+        """Seconds from `started` until every order equals the provider's, or None after `timeout`."""
+        while time.monotonic() - started < timeout:
+            if not self.mismatched(truth):
+                return time.monotonic() - started
+            time.sleep(0.1)
+        return None
+
+    def wait_for_drain(self, timeout: float) -> bool:
+        """Wait until no burst event waits for a worker, so that every re-fetch it causes is counted."""
+        def drained() -> bool:
+            with self.engine.connect() as conn:
+                return not conn.execute(text(
+                    "SELECT 1 FROM events WHERE source = 'burst' AND status IN ('received', 'queued', 'failed') LIMIT 1"
+                )).first()
+
+        try:
+            wait_for(drained, timeout, "queue", interval=0.2)
+        except RuntimeError:
+            return False
+        return True
+
+    def lost(self, plan: pushes.Burst) -> tuple[int, int]:
+        """Distinct pushes of the burst absent from the inbox (whatever their answer), and how many are there."""
+        with self.engine.connect() as conn:
+            stored = {r[0] for r in conn.execute(text("SELECT body_sha256 FROM events WHERE source = 'burst'"))}
+        return len(plan.distinct_bodies - stored), len(plan.distinct_bodies & stored)
+
+    # --- 3. memory --------------------------------------------------------------------------
+    def memory(self) -> None:
+        """Peak RSS of the web and worker processes (each process's own peak, summed)."""
+        for name, label in (("receiver", "web (gunicorn master + workers)"), ("worker", "worker (Celery main + children)")):
+            if name in self.procs.started:
+                mb, n = peak_rss_mb(self.procs.started[name].pid)
+                print(f"  {label:34s} {mb:6.0f} MB over {n} processes")
+                self.results[f"{name}_rss"] = (mb, n)
+        if "ceiling_rss" in self.results:
+            mb, n = self.results["ceiling_rss"]
+            print(f"  {'ceiling (bare Flask, for scale)':34s} {mb:6.0f} MB over {n} processes")
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.splitlines()[0])
+    p.add_argument("--duration", type=float, default=5, help="seconds of each measured throughput run")
+    p.add_argument("--rounds", type=int, default=3, help="alternating ceiling/receiver runs")
+    p.add_argument("--warmup", type=float, default=2, help="seconds of warm-up before each server's first run")
+    p.add_argument("--connections", type=int, default=16, help="wrk connections for the throughput runs")
+    p.add_argument("--wrk-threads", type=int, default=1, help="wrk threads (1 leaves the 2 cores to the server)")
+    p.add_argument("--max-rate", type=float, default=5000, help="pushes per second the request files are sized for")
+    p.add_argument("--orders", type=int, default=1000)
+    p.add_argument("--per-order", type=int, default=10, help="pushes per order in the burst")
+    p.add_argument("--duplicates", type=int, default=3, help="of those, redeliveries of an earlier push")
+    p.add_argument("--window", type=int, default=50, help="pushes shuffled together (out of order, interleaved)")
+    p.add_argument("--burst-connections", type=int, default=16)
+    p.add_argument("--burst-timeout", type=float, default=60, help="seconds to wait for every order to be true (the target)")
+    p.add_argument("--drain-timeout", type=float, default=30, help="further seconds to wait for the queue to drain")
+    p.add_argument("--worker-concurrency", type=int, default=2, help="as the Procfile's worker")
+    p.add_argument("--database-url", help="a PostgreSQL server URL to bench on (a new database is made); default SQLite")
+    p.add_argument("--broker-url", default=os.environ.get("RECEIVER_BROKER_URL", "redis://127.0.0.1:6379/0"))
+    p.add_argument("--skip-throughput", action="store_true")
+    p.add_argument("--skip-burst", action="store_true")
+    p.add_argument("--seed", type=int, default=7)
+    p.add_argument("--keep", action="store_true", help="keep the temp dir (logs, database)")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the benchmark and print its figures; 1 when a part could not run."""
+    args = parse_args(argv)
+    if shutil.which("wrk") is None:
+        print("wrk is not installed (Debian: apt-get install wrk; `make bench` does it)", file=sys.stderr)
+        return 1
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    started = time.monotonic()
+    print(f"machine: {os.cpu_count()} cores, {_cpu_model()}, Python {sys.version.split()[0]}")
+    bench = Bench(args)
+    try:
+        print(f"database: {make_url(bench.database_url).get_backend_name()}, Redis namespace {bench.namespace}")
+        if not args.skip_throughput:
+            print("\n1. throughput: the receiver against the ceiling of its stack")
+            bench.throughput()
+        if not args.skip_burst:
+            print(f"\n2. burst: {args.orders * args.per_order} pushes with the worker running against the loopback provider")
+            bench.burst()
+        print("\n3. peak memory (RSS)")
+        bench.memory()
+    except (KeyboardInterrupt, Stop):
+        print("\ninterrupted: stopping what the benchmark started", file=sys.stderr)
+        return 130
+    finally:
+        bench.close()
+    print(f"\nbenchmark took {time.monotonic() - started:.0f} s")
+    return 0
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "unknown CPU"
+
+
+if __name__ == "__main__":
+    sys.exit(main())
