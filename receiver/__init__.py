@@ -32,11 +32,13 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     app.extensions["receiver"] = Services(settings)
 
     from receiver import api, callbacks, health
+    from receiver.publisher import Publisher
 
     app.register_blueprint(callbacks.bp)
     app.register_blueprint(api.bp)
     app.register_blueprint(health.bp)
     celery_init_app(app)
+    app.extensions["publisher"] = Publisher(app)
     return app
 
 

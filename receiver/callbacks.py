@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import logging
 
-from flask import Blueprint, Response, jsonify, request
+from flask import Blueprint, Response, current_app, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 from receiver import alerts
@@ -11,7 +11,6 @@ from receiver.errors import MalformedPush, PushRejected
 from receiver.intake import accept
 from receiver.providers import RawPush
 from receiver.services import services
-from workers.tasks import enqueue
 
 bp = Blueprint("callbacks", __name__, url_prefix="/callbacks")
 log = logging.getLogger("receiver.callbacks")
@@ -24,8 +23,8 @@ def receive(source: str) -> Response:
     push, stored = accept(services(), source, request.args.get("token"), request.remote_addr, raw)
     if stored.duplicate:
         log.info("callback.duplicate source=%s type=%s", source, push.message_type)
-    elif push.actionable:
-        enqueue(stored.event_id)
+    elif push.actionable and stored.event_id is not None:
+        current_app.extensions["publisher"].put(stored.event_id)
     return jsonify(ok=True)
 
 
