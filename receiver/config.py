@@ -55,6 +55,7 @@ class Settings:
     sweep_interval: float = 30.0
     db_timeout: float = 5.0
     log_level: str = "INFO"
+    log_format: str = "json"
 
     def __repr__(self) -> str:
         return f"Settings(database_url=<set>, broker_url={self.broker_url!r}, sources={list(self.sources)})"
@@ -84,6 +85,7 @@ class _EnvSchema(Schema):
     RECEIVER_LOG_LEVEL = fields.String(
         load_default="INFO", validate=validate.OneOf(["DEBUG", "INFO", "WARNING", "ERROR"])
     )
+    RECEIVER_LOG_FORMAT = fields.String(load_default="json", validate=validate.OneOf(["json", "text"]))
 
 
 class _SourceSchema(Schema):
@@ -216,4 +218,5 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
         sweep_interval=env["RECEIVER_SWEEP_INTERVAL"],
         db_timeout=env["RECEIVER_DB_TIMEOUT"],
         log_level=env["RECEIVER_LOG_LEVEL"],
+        log_format=env["RECEIVER_LOG_FORMAT"],
     )

@@ -172,9 +172,15 @@ def client(app):  # type: ignore[no-untyped-def]
 
 
 @pytest.fixture(scope="session")
-def worker(environ: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[subprocess.Popen[bytes]]:
+def worker_log(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Where the worker process writes its output (log lines)."""
+    return tmp_path_factory.mktemp("worker") / "worker.log"
+
+
+@pytest.fixture(scope="session")
+def worker(environ: dict[str, str], worker_log: Path) -> Iterator[subprocess.Popen[bytes]]:
     """A real Celery worker process consuming the run's queue on the real Redis."""
-    log_path = tmp_path_factory.mktemp("worker") / "worker.log"
+    log_path = worker_log
     env = {**os.environ, **environ, "PYTHONUNBUFFERED": "1"}
     cmd = [sys.executable, "-m", "celery", "-A", "workers.app", "worker", "--pool", "threads",
            "--concurrency", "4", "--queues", environ["RECEIVER_NAMESPACE"], "--loglevel", "INFO",
