@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import socket
 import subprocess
 import sys
 import threading
@@ -10,6 +11,7 @@ import time
 import uuid
 from pathlib import Path
 from typing import Any, Callable, Iterator
+from urllib.parse import urlsplit
 
 import pytest
 import redis
@@ -177,11 +179,25 @@ def worker_log(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("worker") / "worker.log"
 
 
+def free_port() -> int:
+    """A TCP port nobody listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 @pytest.fixture(scope="session")
-def worker(environ: dict[str, str], worker_log: Path) -> Iterator[subprocess.Popen[bytes]]:
+def worker_metrics_url() -> str:
+    """Where the worker process serves its Prometheus metrics."""
+    return f"http://127.0.0.1:{free_port()}/metrics"
+
+
+@pytest.fixture(scope="session")
+def worker(environ: dict[str, str], worker_log: Path, worker_metrics_url: str) -> Iterator[subprocess.Popen[bytes]]:
     """A real Celery worker process consuming the run's queue on the real Redis."""
     log_path = worker_log
-    env = {**os.environ, **environ, "PYTHONUNBUFFERED": "1"}
+    port = urlsplit(worker_metrics_url).port
+    env = {**os.environ, **environ, "PYTHONUNBUFFERED": "1", "RECEIVER_WORKER_METRICS_PORT": str(port)}
     cmd = [sys.executable, "-m", "celery", "-A", "workers.app", "worker", "--pool", "threads",
            "--concurrency", "4", "--queues", environ["RECEIVER_NAMESPACE"], "--loglevel", "INFO",
            "--without-gossip", "--without-mingle", "--without-heartbeat"]
