@@ -31,12 +31,13 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=settings.trusted_proxies)  # type: ignore[method-assign]
     app.extensions["receiver"] = Services(settings)
 
-    from receiver import api, callbacks, health, metrics
+    from receiver import admin, api, callbacks, health, metrics
 
     app.register_blueprint(callbacks.bp)
     app.register_blueprint(api.bp)
     app.register_blueprint(health.bp)
     app.register_blueprint(metrics.bp)
+    app.register_blueprint(admin.bp)
     celery_init_app(app)
     return app
 

@@ -1,11 +1,9 @@
 """GET /metrics: pushes by source, kind and code, ack latency, and the inbox's state read at scrape time."""
 from __future__ import annotations
 
-import hashlib
-
 from prometheus_client.parser import text_string_to_metric_families
 
-from receiver.models import Event, EventStatus
+from receiver.models import EventStatus
 from tests.conftest import API_TOKEN
 from tests.workers.test_refetch import ALIBABA, send
 
@@ -41,16 +39,9 @@ def test_pushes_are_counted_by_source_kind_and_code_with_their_ack_time(client, 
     assert not [key for key in after if key[0] == "receiver_pushes_total" and ("source", "no-such-source") in key[1]]
 
 
-def _event(status: str, n: int) -> Event:
-    body = f"event {status} {n}".encode()
-    digest = hashlib.sha256(body).hexdigest()
-    return Event(source="daji", message_type="TEST", kind="status", order_id=str(n), dedupe_key=digest, body_sha256=digest,
-                 content_type="application/json", headers="{}", body=body, status=status)
-
-
-def test_inbox_state_is_read_when_scraped(app, client, make_app):
-    with app.extensions["receiver"].Session.begin() as session:
-        session.add_all([_event(EventStatus.DEAD, 1), _event(EventStatus.DEAD, 2), _event(EventStatus.PROCESSED, 3)])
+def test_inbox_state_is_read_when_scraped(make_app, stored_event):
+    for status in (EventStatus.DEAD, EventStatus.DEAD, EventStatus.PROCESSED):
+        stored_event("daji", status)
     own_queue = make_app(namespace="receiver-metrics-test")
     svc = own_queue.extensions["receiver"]
     svc.redis.delete("receiver-metrics-test")
