@@ -143,18 +143,21 @@ def app(settings: Settings):  # type: ignore[no-untyped-def]
 
 
 @pytest.fixture
-def make_app(settings: Settings) -> Iterator[Callable[..., Any]]:
+def make_app(app, settings: Settings) -> Iterator[Callable[..., Any]]:  # type: ignore[no-untyped-def]
     """Build extra apps on changed settings (`make_app(broker_url=...)`); closes their pools after."""
     apps = []
 
     def build(**changes: Any):  # type: ignore[no-untyped-def]
-        app = create_app({"SETTINGS": dataclasses.replace(settings, **changes), "TESTING": True})
-        apps.append(app)
-        return app
+        extra = create_app({"SETTINGS": dataclasses.replace(settings, **changes), "TESTING": True})
+        apps.append(extra)
+        return extra
 
     yield build
-    for app in apps:
-        app.extensions["receiver"].engine.dispose()
+    for extra in apps:
+        extra.extensions["receiver"].engine.dispose()
+    # Each app made itself Celery's current and default app, which shared tasks publish through: give it back.
+    app.extensions["celery"].set_current()
+    app.extensions["celery"].set_default()
 
 
 @pytest.fixture(scope="session")

@@ -124,6 +124,9 @@ class Family(Protocol):
     def fetch_orders(self, http: requests.Session, source: Source, ref: OrderRef) -> list[OrderSnapshot]:
         """Re-fetch the announced order through the signed API; raise Transient/PermanentProviderError."""
 
+    def ping(self, http: requests.Session, source: Source) -> str:
+        """Make the cheapest signed read (order list, page 1, size 1); a short OK text, or raise ProviderError."""
+
 
 def family_for(name: str) -> Family:
     """The family module registered under `name`; KeyError when there is none."""
