@@ -263,7 +263,7 @@ class DajisaasFamily:
         payload = {"appKey": creds["app_key"], "appSecret": creds["app_secret"], "page": 1, "pageSize": 1}
         answer = post_json(http, source.base_url + ORDER_LIST_PATH, payload, {}, source.timeout)
         _result_records(answer)
-        return f"keyed order list call answered ({answer['data'].get('totalRecord', '?')} orders)"
+        return f"keyed order list call answered ({answer['data'].get('totalRecord', '?')} order(s))"
 
 
 def _result_records(answer: Any) -> list[dict[str, Any]]:

@@ -302,7 +302,7 @@ class XportcnFamily:
         headers = signed_headers(creds["access_key"], creds["access_secret"], creds["user_id"])
         answer = post_json(http, source.base_url + path, {"pageNum": 1, "pageSize": 1}, headers, source.timeout)
         _page_records(answer)
-        return f"signed order list call answered ({answer['data'].get('total', '?')} orders)"
+        return f"signed order list call answered ({answer['data'].get('total', '?')} order(s))"
 
 
 def _page_records(answer: Any) -> list[dict[str, Any]]:

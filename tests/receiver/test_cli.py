@@ -47,7 +47,7 @@ def test_check_config_pings_everything_and_says_ok(run):
         "config": "ok", "api token": "ok", "database": "ok", "redis": "ok",
         "source demo": "ok", "source thai": "ok", "source daji": "ok",
     }
-    assert "signed order list call answered (1 orders)" in table["source demo"][1]
+    assert "signed order list call answered (1 order(s))" in table["source demo"][1]
     assert "keyed order list call answered" in table["source daji"][1]
 
 
