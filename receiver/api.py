@@ -9,7 +9,7 @@ from sqlalchemy import func, select
 from werkzeug.exceptions import HTTPException
 
 from receiver.auth import check_bearer
-from receiver.errors import BadRequest, NotFound, ReceiverError, Unauthorized
+from receiver.errors import BadRequest, NotFound, ReceiverError
 from receiver.models import Event, EventStatus
 from receiver.orders import find_order, order_json
 from receiver.services import services
