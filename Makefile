@@ -8,6 +8,8 @@ STAMP := $(VENV)/.installed-stamp
 export RECEIVER_BROKER_URL ?= redis://127.0.0.1:6379/0
 export RECEIVER_API_TOKEN ?= dev-api-token-change-me
 export RECEIVER_SOURCES_FILE ?= sources.toml
+# Text logs are easier to read in a terminal; services elsewhere default to JSON.
+export RECEIVER_LOG_FORMAT ?= text
 PORT ?= 8000
 SANDBOX_PORT ?= 8079
 export PORT SANDBOX_PORT

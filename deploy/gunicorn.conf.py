@@ -1,5 +1,6 @@
 """Gunicorn settings for the receiver; every value can be overridden from the environment."""
 import os
+from pathlib import Path
 
 bind = os.environ.get("GUNICORN_BIND", f"127.0.0.1:{os.environ.get('PORT', '8000')}")
 # Chosen by `make bench` on 2 cores (docs/benchmarks.md), receiver under wrk, 16 connections:
@@ -22,3 +23,22 @@ accesslog = "-"
 # The path without its query string: the callback token travels in the query and must not be logged.
 access_log_format = '%(h)s "%(m)s %(U)s" %(s)s %(b)s %(M)sms'
 forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1")
+
+# Gunicorn's workers are processes of their own: prometheus_client (imported by the app, after this
+# file) writes each one's counts to files here, and /metrics sums them.
+os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", os.path.abspath(os.path.join("var", "prometheus-web")))
+
+
+def on_starting(server):  # type: ignore[no-untyped-def]
+    """Start the counts from zero: a previous run's files would be summed with this one's."""
+    directory = Path(os.environ["PROMETHEUS_MULTIPROC_DIR"])
+    directory.mkdir(parents=True, exist_ok=True)
+    for stale in directory.glob("*.db"):
+        stale.unlink(missing_ok=True)
+
+
+def child_exit(server, worker):  # type: ignore[no-untyped-def]
+    """Drop a dead worker's live gauges (its counters stay in the sums, as they should)."""
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)

@@ -1,7 +1,6 @@
 """The receiver: a Flask app that takes provider pushes, and the Celery app its workers run."""
 from __future__ import annotations
 
-import logging
 import os
 from typing import Any, Mapping
 
@@ -9,6 +8,7 @@ from celery import Celery, Task
 from flask import Flask
 from werkzeug.middleware.proxy_fix import ProxyFix
 
+from receiver import logs
 from receiver.config import Settings, load_settings
 from receiver.services import Services
 
@@ -24,19 +24,21 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     )
     app.config.update(test_config)
     app.json.sort_keys = False  # type: ignore[attr-defined]
-    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logs.configure(settings.log_level, settings.log_format)
     if settings.trusted_proxies:
         # Client addresses for allow-lists come from exactly this many trusted hops, never from a
         # header a client alone could set.
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=settings.trusted_proxies)  # type: ignore[method-assign]
     app.extensions["receiver"] = Services(settings)
 
-    from receiver import api, callbacks, health
+    from receiver import admin, api, callbacks, health, metrics
     from receiver.publisher import Publisher
 
     app.register_blueprint(callbacks.bp)
     app.register_blueprint(api.bp)
     app.register_blueprint(health.bp)
+    app.register_blueprint(metrics.bp)
+    app.register_blueprint(admin.bp)
     celery_init_app(app)
     app.extensions["publisher"] = Publisher(app)
     return app

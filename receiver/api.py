@@ -1,7 +1,6 @@
 """Read API for internal users: orders and the inbox, behind a Bearer token."""
 from __future__ import annotations
 
-import hmac
 import logging
 from typing import Any
 
@@ -9,7 +8,8 @@ from flask import Blueprint, Response, jsonify, request
 from sqlalchemy import func, select
 from werkzeug.exceptions import HTTPException
 
-from receiver.errors import BadRequest, NotFound, ReceiverError, Unauthorized
+from receiver.auth import check_bearer
+from receiver.errors import BadRequest, NotFound, ReceiverError
 from receiver.models import Event, EventStatus
 from receiver.orders import find_order, order_json
 from receiver.services import services
@@ -17,14 +17,6 @@ from receiver.services import services
 bp = Blueprint("api", __name__, url_prefix="/api")
 log = logging.getLogger("receiver.api")
 MAX_PAGE_SIZE = 200
-
-
-def check_bearer(header: str | None, token: str | None) -> None:
-    """Refuse a request without the right Bearer token; compare in constant time."""
-    scheme, _, given = (header or "").partition(" ")
-    ok = hmac.compare_digest(given.strip().encode(), (token or "").encode())
-    if scheme.lower() != "bearer" or not token or not ok:
-        raise Unauthorized("missing or wrong token")
 
 
 @bp.before_request

@@ -3,10 +3,10 @@ from __future__ import annotations
 
 import logging
 
-from flask import Blueprint, Response, current_app, jsonify, request
+from flask import Blueprint, Response, current_app, g, jsonify, request
 from werkzeug.exceptions import HTTPException
 
-from receiver import alerts
+from receiver import alerts, logs, metrics
 from receiver.errors import MalformedPush, PushRejected
 from receiver.intake import accept
 from receiver.providers import RawPush
@@ -14,18 +14,34 @@ from receiver.services import services
 
 bp = Blueprint("callbacks", __name__, url_prefix="/callbacks")
 log = logging.getLogger("receiver.callbacks")
+metrics.observe_callbacks(bp)
 
 
+@bp.post("/", defaults={"source": ""})  # so that a missing source gets this blueprint's JSON 404
 @bp.post("/<source>")
 def receive(source: str) -> Response:
     """Verify, validate and store a push, queue its processing, and only then say 200."""
     raw = RawPush(headers=request.headers, body=request.get_data(cache=False), content_type=request.content_type or "")
     push, stored = accept(services(), source, request.args.get("token"), request.remote_addr, raw)
+    g.push_kind = push.kind  # for the pushes counter
+    logs.bind(event_id=stored.event_id, order_id=push.order.order_id if push.order else None)
     if stored.duplicate:
         log.info("callback.duplicate source=%s type=%s", source, push.message_type)
     elif push.actionable and stored.event_id is not None:
         current_app.extensions["publisher"].put(stored.event_id)
     return jsonify(ok=True)
+
+
+@bp.before_request
+def bind_source() -> None:
+    # Only a configured name: the path is the sender's to choose.
+    name = (request.view_args or {}).get("source")
+    logs.bind(source=name if name in services().settings.sources else None)
+
+
+@bp.teardown_request
+def unbind(_: BaseException | None) -> None:
+    logs.clear()
 
 
 @bp.errorhandler(PushRejected)

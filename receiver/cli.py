@@ -124,7 +124,13 @@ def _app() -> Iterator[Flask]:
     try:
         yield app
     finally:
-        app.extensions["receiver"].engine.dispose()
+        svc = app.extensions["receiver"]
+        svc.engine.dispose()
+        # Only the clients this command made: both are created on first use.
+        if "redis" in vars(svc):
+            svc.redis.close()
+        if "http" in vars(svc):
+            svc.http.close()
 
 
 @events.command("list")
@@ -211,6 +217,97 @@ def reconcile(source_name: str, since) -> None:  # type: ignore[no-untyped-def]
             progress=lambda r: click.echo(f"  page {r.pages}: {r.orders} orders seen, {r.changed} repaired"),
         )
     click.echo(f"done: {report.pages} page(s), {report.orders} orders, {report.changed} repaired")
+
+
+@main.group()
+def orders() -> None:
+    """Our copy of the orders."""
+
+
+@orders.command("show")
+@click.argument("source")
+@click.argument("order_id")
+def orders_show(source: str, order_id: str) -> None:
+    """Show our copy of an order (by any of its ids) with its lines and history, from the database."""
+    from receiver.orders import find_order, order_json
+
+    with _app() as app, app.extensions["receiver"].Session() as session:
+        order = find_order(session, source, order_id)
+        if order is None:
+            raise click.ClickException(f"no order {order_id!r} at source {source!r}")
+        o = order_json(order)
+    for name in ("source", "platform", "provider_order_id", "order_no", "purchase_id", "status", "raw_status"):
+        click.echo(f"{name:>17}: {o[name] if o[name] is not None else '-'}")
+    for name in ("product_amount", "shipping_fee", "discount", "total_amount", "refund_amount"):
+        click.echo(f"{name:>17}: {o[name]} (fen {o['currency']})")
+    for name in ("modified_at", "fetched_at", "version"):
+        click.echo(f"{name:>17}: {o[name] if o[name] is not None else '-'}")
+    click.echo(f"lines ({len(o['lines'])}):")
+    for line in o["lines"]:
+        click.echo(f"  {line['line_id']}  sku={line['sku_id'] or '-'}  qty={line['quantity']}  price={line['price']}  amount={line['amount']}  refunded={line['refund_amount']}  {line['title'] or ''}")
+    click.echo(f"history ({len(o['history'])}):")
+    for h in o["history"]:
+        click.echo(f"  {h['at']}  {h['field']}: {h['old']} -> {h['new']}  ({h['cause']})")
+
+
+def _safe_url(url: str) -> str:
+    """A URL fit to print: without its password."""
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # noqa: BLE001 - a URL SQLAlchemy cannot read is printed without anything after its scheme
+        return url.split("://", 1)[0] + "://…"
+
+
+@main.command("check-config")
+def check_config() -> None:
+    """Load the sources file and the environment, ping the database, Redis and each source's API; print a table."""
+    from alembic.runtime.migration import MigrationContext
+    from alembic.script import ScriptDirectory
+    from redis.exceptions import RedisError
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from receiver.errors import ProviderError
+    from receiver.migrate import alembic_config
+    from receiver.providers import family_for
+
+    settings = _settings()  # a bad setting stops here, naming it
+    logging.getLogger("alembic.runtime.migration").setLevel(logging.WARNING)  # its INFO lines are not ours to show
+    rows = [("config", settings.sources_file, "ok", f"{len(settings.sources)} source(s): {', '.join(settings.sources)}")]
+    if settings.api_token:
+        rows.append(("api token", "RECEIVER_API_TOKEN", "ok", "set"))
+    else:
+        rows.append(("api token", "RECEIVER_API_TOKEN", "warn", "not set: the read API and /admin refuse everyone"))
+    with _app() as app:
+        svc = app.extensions["receiver"]
+        try:
+            with svc.engine.connect() as conn:
+                current = MigrationContext.configure(conn).get_current_revision()
+            head = ScriptDirectory.from_config(alembic_config(settings.database_url)).get_current_head()
+            if current == head:
+                rows.append(("database", _safe_url(settings.database_url), "ok", f"schema at {head}"))
+            else:
+                rows.append(("database", _safe_url(settings.database_url), "FAIL", f"schema at {current}, head is {head}: run `receiver migrate`"))
+        except SQLAlchemyError as err:
+            rows.append(("database", _safe_url(settings.database_url), "FAIL", f"{err.__class__.__name__}: {str(err).splitlines()[0][:120]}"))
+        try:
+            svc.redis.ping()
+            rows.append(("redis", _safe_url(settings.broker_url), "ok", f"{svc.redis.llen(settings.namespace)} task(s) queued"))
+        except RedisError as err:
+            rows.append(("redis", _safe_url(settings.broker_url), "FAIL", f"{err.__class__.__name__}: {err}"))
+        for source in settings.sources.values():
+            try:
+                detail, result = family_for(source.family).ping(svc.http, source), "ok"
+            except ProviderError as err:
+                detail, result = err.message, "FAIL"
+            rows.append((f"source {source.name}", f"{source.family} {source.base_url}", result, detail))
+    header = ("check", "target", "result", "detail")
+    widths = [max(len(str(r[i])) for r in (header, *rows)) for i in range(3)]
+    for row in (header, *rows):
+        click.echo("  ".join(str(cell).ljust(w) for cell, w in zip(row, widths)) + "  " + row[3])
+    if any(r[2] == "FAIL" for r in rows):
+        sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -108,6 +108,10 @@ class Settings:
     reconcile_window: float = 86400.0
     db_timeout: float = 5.0
     log_level: str = "INFO"
+    log_format: str = "json"
+    metrics_require_token: bool = False
+    worker_metrics_port: int = 0
+    metrics_multiproc_dir: str | None = None
 
     def __repr__(self) -> str:
         return f"Settings(database_url=<set>, broker_url={self.broker_url!r}, sources={list(self.sources)})"
@@ -139,6 +143,9 @@ class _EnvSchema(Schema):
     RECEIVER_LOG_LEVEL = fields.String(
         load_default="INFO", validate=validate.OneOf(["DEBUG", "INFO", "WARNING", "ERROR"])
     )
+    RECEIVER_LOG_FORMAT = fields.String(load_default="json", validate=validate.OneOf(["json", "text"]))
+    RECEIVER_METRICS_REQUIRE_TOKEN = fields.Boolean(load_default=False)
+    RECEIVER_WORKER_METRICS_PORT = fields.Integer(load_default=0, validate=validate.Range(min=0, max=65535))
 
 
 class _SourceSchema(Schema):
@@ -337,4 +344,9 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
         reconcile_window=env["RECEIVER_RECONCILE_WINDOW"],
         db_timeout=env["RECEIVER_DB_TIMEOUT"],
         log_level=env["RECEIVER_LOG_LEVEL"],
+        log_format=env["RECEIVER_LOG_FORMAT"],
+        metrics_require_token=env["RECEIVER_METRICS_REQUIRE_TOKEN"],
+        worker_metrics_port=env["RECEIVER_WORKER_METRICS_PORT"],
+        # prometheus_client's own variable: set, each process writes its counts there to be summed.
+        metrics_multiproc_dir=environ.get("PROMETHEUS_MULTIPROC_DIR") or None,
     )

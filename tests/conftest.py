@@ -14,6 +14,7 @@ from email import message_from_bytes
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Callable, Iterator
+from urllib.parse import urlsplit
 
 import pytest
 import redis
@@ -214,18 +215,21 @@ def app(settings: Settings):  # type: ignore[no-untyped-def]
 
 
 @pytest.fixture
-def make_app(settings: Settings) -> Iterator[Callable[..., Any]]:
+def make_app(app, settings: Settings) -> Iterator[Callable[..., Any]]:  # type: ignore[no-untyped-def]
     """Build extra apps on changed settings (`make_app(broker_url=...)`); closes their pools after."""
     apps = []
 
     def build(**changes: Any):  # type: ignore[no-untyped-def]
-        app = create_app({"SETTINGS": dataclasses.replace(settings, **changes), "TESTING": True})
-        apps.append(app)
-        return app
+        extra = create_app({"SETTINGS": dataclasses.replace(settings, **changes), "TESTING": True})
+        apps.append(extra)
+        return extra
 
     yield build
-    for app in apps:
-        app.extensions["receiver"].engine.dispose()
+    for extra in apps:
+        extra.extensions["receiver"].engine.dispose()
+    # Each app made itself Celery's current and default app, which shared tasks publish through: give it back.
+    app.extensions["celery"].set_current()
+    app.extensions["celery"].set_default()
 
 
 @pytest.fixture(scope="session")
@@ -245,10 +249,30 @@ def client(app):  # type: ignore[no-untyped-def]
 
 
 @pytest.fixture(scope="session")
-def worker(environ: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[subprocess.Popen[bytes]]:
+def worker_log(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Where the worker process writes its output (log lines)."""
+    return tmp_path_factory.mktemp("worker") / "worker.log"
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def worker_metrics_url() -> str:
+    """Where the worker process serves its Prometheus metrics."""
+    return f"http://127.0.0.1:{free_port()}/metrics"
+
+
+@pytest.fixture(scope="session")
+def worker(environ: dict[str, str], worker_log: Path, worker_metrics_url: str) -> Iterator[subprocess.Popen[bytes]]:
     """A real Celery worker process consuming the run's queue on the real Redis."""
-    log_path = tmp_path_factory.mktemp("worker") / "worker.log"
-    env = {**os.environ, **environ, "PYTHONUNBUFFERED": "1"}
+    log_path = worker_log
+    port = urlsplit(worker_metrics_url).port
+    env = {**os.environ, **environ, "PYTHONUNBUFFERED": "1", "RECEIVER_WORKER_METRICS_PORT": str(port)}
     cmd = [sys.executable, "-m", "celery", "-A", "workers.app", "worker", "--pool", "threads",
            "--concurrency", "4", "--queues", environ["RECEIVER_NAMESPACE"], "--loglevel", "INFO",
            "--without-gossip", "--without-mingle", "--without-heartbeat"]

@@ -17,7 +17,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import or_, select, update
 from sqlalchemy.exc import IntegrityError, OperationalError
 
-from receiver import alerts
+from receiver import alerts, metrics
 from receiver.config import Source
 from receiver.errors import ProviderError, TransientProviderError
 from receiver.inbox import raw_push
@@ -51,6 +51,7 @@ class Wanted:
     ref: OrderRef
 
 
+@metrics.timed_refetch
 def refetch_order(svc: Services, source: Source, ref: OrderRef, cause: str) -> list[Change]:
     """Fetch the order's truth from the provider's signed API and apply it; return what changed."""
     RateLimiter(svc.redis, svc.key("ratelimit")).acquire(source.name, source.rate_limit, source.rate_burst)
@@ -122,6 +123,7 @@ def _waiting_events(svc: Services, wanted: Wanted) -> list[int]:
         return list(conn.scalars(stmt))
 
 
+@metrics.counted_refetch
 def handle_refetch(svc: Services, wanted: Wanted, retries: int) -> Outcome:
     """Re-fetch one order for every event waiting on it; sort failures into retry-later and dead."""
     release_claim(svc, wanted)

@@ -9,7 +9,7 @@ from flask import current_app
 from kombu.exceptions import OperationalError as BrokerError
 from redis.exceptions import RedisError
 
-from receiver import alerts
+from receiver import alerts, logs
 from receiver.errors import TransientProviderError
 from receiver.inbox import mark_queued
 from receiver.models import utcnow
@@ -23,26 +23,33 @@ log = logging.getLogger("workers.tasks")
 @shared_task(name="workers.tasks.process_event")
 def process_event(event_id: int) -> str:
     """Ask for a re-fetch of the order an inbox event announces (coalesced per order)."""
-    svc = services()
-    wanted = pipeline.read_event(svc, event_id)
-    if isinstance(wanted, str):
-        return wanted
-    countdown = pipeline.claim_refetch(svc, wanted)
-    if countdown is None:
-        return "coalesced"
-    ref = wanted.ref
-    refetch_order.apply_async((wanted.source, ref.platform, ref.order_id, dict(ref.lookup)), countdown=countdown)
-    return "scheduled"
+    with logs.bound(event_id=event_id):
+        svc = services()
+        wanted = pipeline.read_event(svc, event_id)
+        if isinstance(wanted, str):
+            return wanted
+        ref = wanted.ref
+        with logs.bound(source=wanted.source, order_id=ref.order_id):
+            countdown = pipeline.claim_refetch(svc, wanted)
+            if countdown is None:
+                log.info("event.coalesced")
+                return "coalesced"
+            refetch_order.apply_async(
+                (wanted.source, ref.platform, ref.order_id, dict(ref.lookup)), {"event_id": event_id}, countdown=countdown
+            )
+            return "scheduled"
 
 
 @shared_task(bind=True, name="workers.tasks.refetch_order", max_retries=None)
-def refetch_order(self, source: str, platform: str, order_id: str, lookup: dict[str, str]) -> str:  # type: ignore[no-untyped-def]
+def refetch_order(self, source: str, platform: str, order_id: str, lookup: dict[str, str], event_id: int | None = None) -> str:  # type: ignore[no-untyped-def]
     """Re-fetch one order from its provider and apply it, for every event waiting on it."""
-    wanted = pipeline.Wanted(source, OrderRef(platform, order_id, lookup))
-    outcome = pipeline.handle_refetch(services(), wanted, self.request.retries)
-    if outcome.retry_in is not None:
-        raise self.retry(countdown=outcome.retry_in)
-    return outcome.status
+    # The event that asked for this re-fetch; it covers the order's other waiting events too.
+    with logs.bound(source=source, order_id=order_id, event_id=event_id):
+        wanted = pipeline.Wanted(source, OrderRef(platform, order_id, lookup))
+        outcome = pipeline.handle_refetch(services(), wanted, self.request.retries)
+        if outcome.retry_in is not None:
+            raise self.retry(countdown=outcome.retry_in)
+        return outcome.status
 
 
 @shared_task(name="workers.tasks.sweep_inbox")

@@ -129,6 +129,9 @@ class Family(Protocol):
     ) -> Iterator[list[OrderSnapshot]]:
         """Page through the orders of a time window (for reconciliation), one page per item."""
 
+    def ping(self, http: requests.Session, source: Source) -> str:
+        """Make the cheapest signed read (order list, page 1, size 1); a short OK text, or raise ProviderError."""
+
 
 def family_for(name: str) -> Family:
     """The family module registered under `name`; KeyError when there is none."""

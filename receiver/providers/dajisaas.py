@@ -258,6 +258,14 @@ class DajisaasFamily:
             raise PermanentProviderError(f"order {ref.order_id} not found at {source.name}")
         return found
 
+    def ping(self, http: requests.Session, source: Source) -> str:
+        """The cheapest keyed read, one record of the buyer order list: proves the keys and the URL."""
+        creds = source.credentials
+        payload = {"appKey": creds["app_key"], "appSecret": creds["app_secret"], "page": 1, "pageSize": 1}
+        answer = post_json(http, source.base_url + ORDER_LIST_PATH, payload, {}, source.timeout)
+        _result_records(answer)
+        return f"keyed order list call answered ({answer['data'].get('totalRecord', '?')} order(s))"
+
     def list_orders(
         self, http: requests.Session, source: Source, since: datetime, until: datetime
     ) -> Iterator[list[OrderSnapshot]]:

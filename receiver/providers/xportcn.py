@@ -303,6 +303,15 @@ class XportcnFamily:
             raise PermanentProviderError(f"order {ref.order_id} not found at {source.name}")
         return found
 
+    def ping(self, http: requests.Session, source: Source) -> str:
+        """The cheapest signed read, one record of the 1688 order list: proves the keys and the URL."""
+        creds = source.credentials
+        path = PORTALS[creds["portal"]]["alibaba_order_page"]
+        headers = signed_headers(creds["access_key"], creds["access_secret"], creds["user_id"])
+        answer = post_json(http, source.base_url + path, {"pageNum": 1, "pageSize": 1}, headers, source.timeout)
+        _page_records(answer)
+        return f"signed order list call answered ({answer['data'].get('total', '?')} order(s))"
+
 
     def list_orders(
         self, http: requests.Session, source: Source, since: datetime, until: datetime

@@ -1,0 +1,215 @@
+"""/admin: server-rendered pages over the inbox, with replay buttons (Flower cannot retry our events).
+
+Behind the API token: as the password of HTTP Basic (any user name, so a browser asks for it) or
+as a Bearer token. Basic credentials are sent by the browser on every request, a cross-site form
+included, so each POST also carries a CSRF token: an HMAC of its issue time under the API token,
+valid for CSRF_TTL. It needs no session or cookie, and a page from another site cannot read it.
+"""
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import logging
+import time
+from typing import Any
+
+from flask import Blueprint, Response, redirect, render_template, request, url_for
+from sqlalchemy import func, select
+from werkzeug.exceptions import HTTPException
+
+from receiver.auth import token_matches
+from receiver.errors import BadRequest, NotFound, ReceiverError, Unauthorized
+from receiver.inbox import event_headers
+from receiver.models import Event, EventStatus
+from receiver.orders import find_order
+from receiver.services import services
+
+bp = Blueprint("admin", __name__, url_prefix="/admin")
+log = logging.getLogger("receiver.admin")
+REALM = 'Basic realm="receiver admin"'
+PER_PAGE = 50
+CSRF_TTL = 12 * 3600  # a page left open over a working day still replays
+
+
+class CsrfRefused(ReceiverError):
+    """The form's CSRF token is missing, forged or expired; reload the page and try again."""
+
+    status = 403
+    event = "admin.csrf_refused"
+
+
+@bp.before_request
+def authenticate() -> None:
+    auth = request.authorization
+    given = None
+    if auth is not None and auth.type == "basic":
+        given = auth.password
+    elif auth is not None and auth.type == "bearer":
+        given = auth.token
+    if not token_matches(given, services().settings.api_token):
+        raise Unauthorized("the admin pages need the API token (as the Basic password or a Bearer token)")
+
+
+@bp.after_request
+def harden(response: Response) -> Response:
+    # Our pages only: no framing (clickjacking a replay button), no caching of raw pushes.
+    response.headers.setdefault("X-Frame-Options", "DENY")
+    response.headers.setdefault("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'")
+    response.headers.setdefault("Cache-Control", "no-store")
+    response.headers.setdefault("Referrer-Policy", "no-referrer")
+    return response
+
+
+# --- CSRF ------------------------------------------------------------------------------------------
+def _csrf_mac(issued: str) -> str:
+    key = (services().settings.api_token or "").encode()
+    return hmac.new(key, f"receiver-admin-csrf|{issued}".encode(), hashlib.sha256).hexdigest()
+
+
+def csrf_token(now: float | None = None) -> str:
+    """A token for the forms of one page: its issue time and an HMAC of it under the API token."""
+    issued = str(int(now if now is not None else time.time()))
+    return f"{issued}.{_csrf_mac(issued)}"
+
+
+def check_csrf(value: str | None) -> None:
+    """Refuse a POST whose token was not issued by us within CSRF_TTL."""
+    issued, _, mac = (value or "").partition(".")
+    if not issued.isdigit() or not hmac.compare_digest(mac.encode(), _csrf_mac(issued).encode()):
+        raise CsrfRefused()
+    if not 0 <= time.time() - int(issued) <= CSRF_TTL:
+        raise CsrfRefused("the page is too old; reload it and try again")
+
+
+@bp.context_processor
+def template_globals() -> dict[str, Any]:
+    return {"csrf_token": csrf_token(), "statuses": EventStatus.ALL, "sources": sorted(services().settings.sources)}
+
+
+# --- pages -----------------------------------------------------------------------------------------
+def _page_arg() -> int:
+    raw = request.args.get("page", "1")
+    if not raw.isdigit() or not 1 <= int(raw) <= 10**6:
+        raise BadRequest("page must be a positive integer")
+    return int(raw)
+
+
+@bp.get("/")
+def inbox() -> str:
+    """The inbox, newest first, filtered by status, source and order, with counts per status."""
+    status = request.args.get("status", "")
+    source = request.args.get("source", "")
+    order = request.args.get("order", "").strip()
+    page = _page_arg()
+    if status and status not in EventStatus.ALL:
+        raise BadRequest(f"status must be one of {', '.join(EventStatus.ALL)}")
+    scope = select(Event)
+    if source:
+        scope = scope.where(Event.source == source)
+    if order:
+        scope = scope.where(Event.order_id == order)
+    listed = scope.where(Event.status == status) if status else scope
+    with services().Session() as session:
+        scoped = scope.subquery()
+        counted = select(scoped.c.status, func.count()).group_by(scoped.c.status)
+        counts = {s: 0 for s in EventStatus.ALL} | dict(session.execute(counted).all())
+        dead_by_source = dict(
+            session.execute(select(Event.source, func.count()).where(Event.status == EventStatus.DEAD).group_by(Event.source)).all()
+        )
+        total = session.scalar(select(func.count()).select_from(listed.subquery())) or 0
+        events = list(session.scalars(listed.order_by(Event.id.desc()).limit(PER_PAGE).offset((page - 1) * PER_PAGE)))
+        return render_template(
+            "admin/inbox.html",
+            events=events,
+            counts=counts,
+            dead_by_source=dead_by_source,
+            total=total,
+            page=page,
+            pages=max(1, -(-total // PER_PAGE)),
+            filters={"status": status, "source": source, "order": order},
+            replayed=request.args.get("replayed"),
+        )
+
+
+def _pretty(body: bytes) -> str:
+    """The raw body as text, indented when it is JSON (the stored bytes are untouched)."""
+    text = body.decode("utf-8", "replace")
+    try:
+        return json.dumps(json.loads(text), indent=2, ensure_ascii=False)
+    except ValueError:
+        return text
+
+
+@bp.get("/events/<int:event_id>")
+def event(event_id: int) -> str:
+    """One event: raw headers and body, attempts and error, and its order with lines and history."""
+    with services().Session() as session:
+        found = session.get(Event, event_id)
+        if found is None:
+            raise NotFound(f"no event {event_id}")
+        order = find_order(session, found.source, found.order_id) if found.order_id else None
+        siblings = []
+        if found.order_id:
+            stmt = (
+                select(Event)
+                .where(Event.source == found.source, Event.order_id == found.order_id, Event.id != found.id)
+                .order_by(Event.id.desc())
+                .limit(20)
+            )
+            siblings = list(session.scalars(stmt))
+        return render_template(
+            "admin/event.html",
+            event=found,
+            headers=event_headers(found),
+            body=_pretty(found.body),
+            order=order,
+            siblings=siblings,
+            replayed=request.args.get("replayed"),
+        )
+
+
+@bp.post("/events/<int:event_id>/replay")
+def replay_event(event_id: int) -> Response:
+    """Put one event back through the pipeline."""
+    from workers.tasks import replay
+
+    check_csrf(request.form.get("csrf_token"))
+    queued = replay([event_id])
+    log.info("admin.replay event=%s queued=%s", event_id, queued)
+    return redirect(url_for("admin.event", event_id=event_id, replayed=queued), code=303)
+
+
+@bp.post("/replay-dead")
+def replay_dead() -> Response:
+    """Put every dead event of one source back through the pipeline."""
+    from workers import pipeline
+    from workers.tasks import replay
+
+    check_csrf(request.form.get("csrf_token"))
+    source = request.form.get("source", "")
+    if source not in services().settings.sources:
+        raise BadRequest(f"no source {source!r}")
+    ids = pipeline.select_for_replay(services(), EventStatus.DEAD, source, None)
+    queued = replay(ids)
+    log.info("admin.replay_dead source=%s events=%s queued=%s", source, len(ids), queued)
+    return redirect(url_for("admin.inbox", source=source, replayed=f"{queued} of {len(ids)}"), code=303)
+
+
+# --- errors, as pages ------------------------------------------------------------------------------
+def _error_page(status: int, message: str) -> Response:
+    response = Response(render_template("admin/error.html", status=status, message=message), status=status)
+    if status == 401:
+        response.headers["WWW-Authenticate"] = REALM
+    return response
+
+
+@bp.errorhandler(ReceiverError)
+def admin_error(err: ReceiverError) -> Response:
+    log.info("%s path=%s", err.event, request.path)
+    return _error_page(err.status, err.message)
+
+
+@bp.errorhandler(HTTPException)
+def http_error(err: HTTPException) -> Response:
+    return _error_page(err.code or 500, err.description or "")

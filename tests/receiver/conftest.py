@@ -1,0 +1,32 @@
+"""Fixtures of the receiver package's tests."""
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+from typing import Callable
+
+import pytest
+
+from receiver.models import Event
+
+_serial = itertools.count(1)
+
+
+@pytest.fixture
+def stored_event(app) -> Callable[..., int]:  # type: ignore[no-untyped-def]
+    """Insert an inbox event directly (no push, no queue) and return its id."""
+
+    def store(source: str = "demo", status: str = "received", order_id: str | None = None, **fields: object) -> int:
+        # A well-formed Xportcn push of a type we do not act on: a replay of it ends `ignored`, not dead.
+        envelope = {"messageType": "TEST_NOOP", "messageBody": {"n": next(_serial)}, "messagePlatform": 1, "timestamp": "1"}
+        body = fields.pop("body", json.dumps(envelope).encode())
+        digest = hashlib.sha256(body).hexdigest()  # type: ignore[arg-type]
+        values = {"message_type": "TEST", "kind": "status", "content_type": "application/json", "headers": "{}", **fields}
+        event = Event(source=source, status=status, order_id=order_id, dedupe_key=digest, body_sha256=digest, body=body, **values)
+        with app.extensions["receiver"].Session.begin() as session:
+            session.add(event)
+            session.flush()
+            return event.id
+
+    return store
