@@ -10,9 +10,12 @@ export RECEIVER_API_TOKEN ?= dev-api-token-change-me
 export RECEIVER_SOURCES_FILE ?= sources.toml
 # Text logs are easier to read in a terminal; services elsewhere default to JSON.
 export RECEIVER_LOG_FORMAT ?= text
+# Flower reads its basic auth from FLOWER_BASIC_AUTH itself (never on a command line, where ps shows it).
+export FLOWER_BASIC_AUTH ?= admin:dev-flower-password-change-me
 PORT ?= 8000
 SANDBOX_PORT ?= 8079
-export PORT SANDBOX_PORT
+FLOWER_PORT ?= 5555
+export PORT SANDBOX_PORT FLOWER_PORT
 
 .PHONY: install run test test-postgres bench clean
 

@@ -275,7 +275,7 @@ def worker(environ: dict[str, str], worker_log: Path, worker_metrics_url: str) -
     env = {**os.environ, **environ, "PYTHONUNBUFFERED": "1", "RECEIVER_WORKER_METRICS_PORT": str(port)}
     cmd = [sys.executable, "-m", "celery", "-A", "workers.app", "worker", "--pool", "threads",
            "--concurrency", "4", "--queues", environ["RECEIVER_NAMESPACE"], "--loglevel", "INFO",
-           "--without-gossip", "--without-mingle", "--without-heartbeat"]
+           "--without-gossip", "--without-mingle", "--without-heartbeat", "--task-events"]
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
