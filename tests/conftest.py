@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 import pytest
 import redis
 from aiosmtpd.controller import Controller
-from sqlalchemy import create_engine, delete, text
+from sqlalchemy import create_engine, delete, func, select, text
 from sqlalchemy.engine import make_url
 from werkzeug.serving import make_server
 
@@ -294,14 +294,37 @@ def worker(environ: dict[str, str], worker_log: Path, worker_metrics_url: str) -
             r.delete(key)
 
 
+_previous: dict[str, bool] = {}  # whether the previous test ran with the worker
+
+
+def settle_previous(services: Any) -> None:
+    """Let the previous test's work finish (its retries, its trailing re-fetches) before cleaning,
+    so that no late task of it lands in this test's state."""
+    waiting = ("received", "queued", "failed")
+
+    def quiet() -> bool:
+        with services.engine.connect() as conn:
+            return not conn.scalar(select(func.count()).select_from(Event).where(Event.status.in_(waiting)))
+
+    try:
+        wait_for(quiet, timeout=10)
+    except AssertionError:
+        pass  # a test that left events waiting on purpose (no worker ran): they are deleted below
+    if any(services.redis.scan_iter(services.key("pending", "*"))):
+        time.sleep(services.settings.coalesce_window + 0.2)
+
+
 @pytest.fixture(autouse=True)
 def clean_state(request: pytest.FixtureRequest) -> Iterator[None]:
     """Each test starts with an empty database and freshly seeded providers."""
     if "app" in request.fixturenames or "worker" in request.fixturenames:
         app = request.getfixturevalue("app")
+        services = app.extensions["receiver"]
+        if _previous.get("worker"):
+            settle_previous(services)
+        _previous["worker"] = "worker" in request.fixturenames
         fresh_providers(request.getfixturevalue("sandbox"))
         request.getfixturevalue("sinks").clear()
-        services = app.extensions["receiver"]
         # Tasks a previous test left queued, and its refused-push counters.
         services.redis.delete(services.settings.namespace, *services.redis.scan_iter(services.key("rejections", "*")))
         engine = services.engine

@@ -137,6 +137,9 @@ class MessageSchema(Schema):
     data = fields.Dict(keys=fields.String(), load_default=None, allow_none=True)
 
 
+MESSAGE = MessageSchema()  # reused: building a schema per push costs more than the load
+
+
 def _text_id(value: Any) -> str | None:
     if isinstance(value, bool) or value is None:
         return None
@@ -221,7 +224,7 @@ class DajisaasFamily:
         if not isinstance(data, dict):
             raise MalformedPush("message must be a JSON object", field=MESSAGE_FIELD)
         try:
-            msg = MessageSchema().load(data)
+            msg = MESSAGE.load(data)
         except ValidationError as err:
             field = _first_field(err)
             raise MalformedPush(f"{field}: {err.messages[field]}", field=f"{MESSAGE_FIELD}.{field}") from None

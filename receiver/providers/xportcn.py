@@ -185,6 +185,11 @@ class EnvelopeSchema(Schema):
     timestamp = _DigitString(required=True)
 
 
+# One instance for every push: a marshmallow schema is reusable, and building one per push costs
+# more than validating the envelope.
+ENVELOPE = EnvelopeSchema()
+
+
 def _first_field(err: ValidationError) -> str:
     messages: Any = err.messages
     return next(iter(messages)) if isinstance(messages, dict) and messages else "body"
@@ -259,7 +264,7 @@ class XportcnFamily:
         if not isinstance(data, dict):
             raise MalformedPush("body must be a JSON object", field="body")
         try:
-            env = EnvelopeSchema().load(data)
+            env = ENVELOPE.load(data)
         except ValidationError as err:
             field = _first_field(err)
             raise MalformedPush(f"{field}: {err.messages[field]}", field=field) from None

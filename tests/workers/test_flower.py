@@ -42,10 +42,12 @@ def _up(url: str) -> bool:
 def test_flower_wants_the_password_and_shows_our_tasks(client, sandbox, worker, flower):
     assert requests.get(flower, timeout=5).status_code == 401
     assert requests.get(flower, auth=("admin", "wrong"), timeout=5).status_code == 401
-    send(client, sandbox.providers["xportcn"], ALIBABA, "ORDER_CREATE")
+    provider = sandbox.providers["xportcn"]
 
-    def seen() -> set[str]:
+    def seen() -> bool:
+        # Flower listens for task events only once it is connected: keep the pushes coming until then.
+        send(client, provider, ALIBABA, provider.correct_price(ALIBABA, -1))
         tasks = requests.get(f"{flower}/api/tasks", auth=AUTH, timeout=5).json()
         return {t["name"] for t in tasks.values()} >= {"workers.tasks.process_event", "workers.tasks.refetch_order"}
 
-    assert wait_for(seen, timeout=20)
+    assert wait_for(seen, timeout=30, interval=0.5)
