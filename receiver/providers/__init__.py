@@ -168,6 +168,28 @@ def post_json(
         raise PermanentProviderError(f"answer from {url} is not JSON") from err
 
 
+def answer_data(answer: Any, message_key: str, transient_codes: frozenset[int], success: int = 200) -> Any:
+    """The `data` of a `{code, <message_key>, data}` answer; an error code raises, transient or not."""
+    if not isinstance(answer, dict) or "code" not in answer:
+        raise PermanentProviderError("answer has no code")
+    code = answer.get("code")
+    if code != success:
+        msg = f"provider code {code}: {answer.get(message_key)}"
+        if isinstance(code, int) and code in transient_codes:
+            raise TransientProviderError(msg)
+        raise PermanentProviderError(msg)
+    return answer.get("data")
+
+
+def order_records(records: Any, where: str) -> list[dict[str, Any]]:
+    """A list of order records from an answer: none is an empty page, anything else is an error."""
+    if records is None:
+        return []
+    if not isinstance(records, list) or not all(isinstance(r, dict) for r in records):
+        raise PermanentProviderError(f"answer {where} is not a list of orders")
+    return records
+
+
 def as_int(value: Any, what: str) -> int:
     """An integer field of a provider answer; a permanent error when it is not one."""
     if isinstance(value, bool):

@@ -16,8 +16,19 @@ from urllib.parse import parse_qs
 
 from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate
 
-from receiver.errors import BadSignature, MalformedPush, PermanentProviderError, TransientProviderError
-from receiver.providers import MAX_PAGES, LineSnapshot, OrderRef, OrderSnapshot, Push, PushAuth, RawPush, post_json
+from receiver.errors import BadSignature, MalformedPush, PermanentProviderError
+from receiver.providers import (
+    MAX_PAGES,
+    LineSnapshot,
+    OrderRef,
+    OrderSnapshot,
+    Push,
+    PushAuth,
+    RawPush,
+    answer_data,
+    order_records,
+    post_json,
+)
 
 if TYPE_CHECKING:
     import requests
@@ -298,24 +309,11 @@ def _list_time(moment: datetime) -> str:
 
 def _result_records(answer: Any) -> list[dict[str, Any]]:
     """The records of a `{code, message, data: {result: [...], totalRecord}}` answer; raise on an error code."""
-    if not isinstance(answer, dict) or "code" not in answer:
-        raise PermanentProviderError("answer has no code")
-    code = answer.get("code")
-    if code != SUCCESS_CODE:
-        msg = f"provider code {code}: {answer.get('message')}"
-        if isinstance(code, int) and code in INFERRED_TRANSIENT_CODES:
-            raise TransientProviderError(msg)
-        raise PermanentProviderError(msg)
-    page = answer.get("data")
+    page = answer_data(answer, "message", INFERRED_TRANSIENT_CODES, SUCCESS_CODE)
     if isinstance(page, dict) and page.get("errorCode"):
         # 1688's own error, passed through under a DajiSaaS success.
         raise PermanentProviderError(f"1688 error {page['errorCode']}: {page.get('errorMessage')}")
-    records = page.get("result") if isinstance(page, dict) else None
-    if records is None:
-        return []
-    if not isinstance(records, list) or not all(isinstance(r, dict) for r in records):
-        raise PermanentProviderError("answer data.result is not a list of orders")
-    return records
+    return order_records(page.get("result") if isinstance(page, dict) else None, "data.result")
 
 
 def _record_id(record: Mapping[str, Any]) -> str | None:

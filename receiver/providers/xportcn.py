@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Iterator, Mapping
 
 from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate
 
-from receiver.errors import BadSignature, MalformedPush, PermanentProviderError, TransientProviderError
+from receiver.errors import BadSignature, MalformedPush, PermanentProviderError
 from receiver.providers import (
     MAX_PAGES,
     LineSnapshot,
@@ -25,7 +25,9 @@ from receiver.providers import (
     Push,
     PushAuth,
     RawPush,
+    answer_data,
     as_int,
+    order_records,
     post_json,
 )
 
@@ -345,21 +347,8 @@ def _provider_time(moment: datetime) -> str:
 
 def _page_records(answer: Any) -> list[dict[str, Any]]:
     """The records of a `{code, msg, data: {total, data: [...]}}` answer; raise on an error code."""
-    if not isinstance(answer, dict) or "code" not in answer:
-        raise PermanentProviderError("answer has no code")
-    code = answer.get("code")
-    if code != SUCCESS_CODE:
-        msg = f"provider code {code}: {answer.get('msg')}"
-        if isinstance(code, int) and code in INFERRED_TRANSIENT_CODES:
-            raise TransientProviderError(msg)
-        raise PermanentProviderError(msg)
-    page = answer.get("data")
-    records = page.get("data") if isinstance(page, dict) else None
-    if records is None:
-        return []
-    if not isinstance(records, list) or not all(isinstance(r, dict) for r in records):
-        raise PermanentProviderError("answer data.data is not a list of orders")
-    return records
+    page = answer_data(answer, "msg", INFERRED_TRANSIENT_CODES, SUCCESS_CODE)
+    return order_records(page.get("data") if isinstance(page, dict) else None, "data.data")
 
 
 def _matches(snapshot: OrderSnapshot, lookup: Mapping[str, str]) -> bool:

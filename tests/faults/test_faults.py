@@ -5,7 +5,6 @@ import signal
 import threading
 import time
 
-import pytest
 from click.testing import CliRunner
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url

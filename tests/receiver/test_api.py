@@ -7,7 +7,6 @@ from datetime import datetime, timezone
 
 import pytest
 
-from receiver.models import Event
 from receiver.orders import apply_snapshot
 from receiver.providers import LineSnapshot, OrderSnapshot
 from tests.conftest import API_TOKEN, TOKENS

@@ -7,7 +7,7 @@ import json
 import time
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 from receiver.models import Event, EventStatus
 from receiver.providers import xportcn
