@@ -4,18 +4,19 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-# Defaults for `make run` only; any RECEIVER_* variable already in the environment wins.
-export RECEIVER_BROKER_URL ?= redis://127.0.0.1:6379/0
-export RECEIVER_API_TOKEN ?= dev-api-token-change-me
-export RECEIVER_SOURCES_FILE ?= sources.toml
+RECEIVER_BROKER_URL ?= redis://127.0.0.1:6379/0
+export RECEIVER_BROKER_URL
+
+# Defaults for `make run` only (the tests set their own); any variable already in the environment wins.
+run: export RECEIVER_API_TOKEN ?= dev-api-token-change-me
+run: export RECEIVER_SOURCES_FILE ?= sources.toml
 # Text logs are easier to read in a terminal; services elsewhere default to JSON.
-export RECEIVER_LOG_FORMAT ?= text
+run: export RECEIVER_LOG_FORMAT ?= text
 # Flower reads its basic auth from FLOWER_BASIC_AUTH itself (never on a command line, where ps shows it).
-export FLOWER_BASIC_AUTH ?= admin:dev-flower-password-change-me
-PORT ?= 8000
-SANDBOX_PORT ?= 8079
-FLOWER_PORT ?= 5555
-export PORT SANDBOX_PORT FLOWER_PORT
+run: export FLOWER_BASIC_AUTH ?= admin:dev-flower-password-change-me
+run: export PORT ?= 8000
+run: export SANDBOX_PORT ?= 8079
+run: export FLOWER_PORT ?= 5555
 
 .PHONY: install run test test-postgres bench clean
 

@@ -197,6 +197,7 @@ def environ(tmp_path_factory: pytest.TempPathFactory, database_url: str, broker_
         "RECEIVER_MAX_RETRIES": "3",
         "RECEIVER_COALESCE_WINDOW": "0.3",
         "RECEIVER_LOG_LEVEL": "INFO",
+        "RECEIVER_LOG_FORMAT": "json",  # what the log tests read, whatever the caller exported
     }
 
 
