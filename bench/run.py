@@ -265,7 +265,10 @@ class Bench:
         for name, c in CREDS.items():
             lines += [f"[sources.{name}]", 'family = "xportcn"', f'base_url = "{self.sandbox.base_url(name)}"',
                       f'callback_token = "{c.callback_token}"', f'access_key = "{c.access_key}"',
-                      f'access_secret = "{c.access_secret}"', f'user_id = "{c.user_id}"', ""]
+                      f'access_secret = "{c.access_secret}"', f'user_id = "{c.user_id}"',
+                      # The sandbox is local: the shared rate limit (10/s by default, for real
+                      # providers) would measure the limit, not the receiver.
+                      "rate_limit = 1000", "rate_burst = 100", ""]
         sources.write_text("\n".join(lines))
         env = {k: v for k, v in os.environ.items() if not k.startswith("RECEIVER_")}
         env.update({

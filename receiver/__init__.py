@@ -78,6 +78,8 @@ def celery_config(settings: Settings) -> dict[str, Any]:
             "interval_start": 0,
             "interval_step": 0.1,
             "connect_retries_timeout": 0.5,
+            # Used only with a sentinel:// broker URL: the master group Sentinel watches.
+            "master_name": settings.redis_master_name,
         },
         "worker_hijack_root_logger": False,
         "beat_schedule": {

@@ -95,6 +95,7 @@ class Settings:
     sources_file: str
     alerts: AlertSettings = AlertSettings(rules={name: Rule(True, t) for name, t in RULE_DEFAULTS.items()})
     namespace: str = "receiver"
+    redis_master_name: str = "mymaster"
     timestamp_window: int = 600
     max_body_bytes: int = 1024 * 1024
     trusted_proxies: int = 0
@@ -127,6 +128,7 @@ class _EnvSchema(Schema):
     RECEIVER_BROKER_URL = fields.String(load_default="redis://127.0.0.1:6379/0")
     RECEIVER_API_TOKEN = fields.String(load_default=None, validate=validate.Length(min=16))
     RECEIVER_SOURCES_FILE = fields.String(load_default="sources.toml")
+    RECEIVER_REDIS_MASTER_NAME = fields.String(load_default="mymaster")
     RECEIVER_NAMESPACE = fields.String(load_default="receiver", validate=validate.Regexp(r"^[A-Za-z0-9_.-]+$"))
     RECEIVER_TIMESTAMP_WINDOW = fields.Integer(load_default=600, validate=validate.Range(min=1))
     RECEIVER_MAX_BODY_BYTES = fields.Integer(load_default=1024 * 1024, validate=validate.Range(min=1024))
@@ -331,6 +333,7 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
         sources_file=sources_file,
         alerts=load_alerts(data.get("alerts", {}), environ),
         namespace=env["RECEIVER_NAMESPACE"],
+        redis_master_name=env["RECEIVER_REDIS_MASTER_NAME"],
         timestamp_window=env["RECEIVER_TIMESTAMP_WINDOW"],
         max_body_bytes=env["RECEIVER_MAX_BODY_BYTES"],
         trusted_proxies=env["RECEIVER_TRUSTED_PROXIES"],

@@ -4,8 +4,10 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from functools import cached_property
+from urllib.parse import urlsplit
 
 import redis
+from redis.sentinel import Sentinel
 import requests
 from flask import current_app
 from sqlalchemy import Engine
@@ -31,10 +33,16 @@ class Services:
 
     @cached_property
     def redis(self) -> redis.Redis:
-        """A client of the broker's Redis with short time-outs: the ingest path must not hang on it."""
-        return redis.Redis.from_url(
-            self.settings.broker_url, socket_timeout=0.5, socket_connect_timeout=0.5, health_check_interval=30
-        )
+        """A client of the broker's Redis with short time-outs: the ingest path must not hang on it.
+        A `sentinel://` broker URL (Celery's form) gives a client of the master Sentinel names."""
+        timeouts = {"socket_timeout": 0.5, "socket_connect_timeout": 0.5}
+        url = self.settings.broker_url
+        if not url.startswith("sentinel://"):
+            return redis.Redis.from_url(url, health_check_interval=30, **timeouts)
+        parts = [urlsplit(u if u.startswith("sentinel://") else f"sentinel://{u}") for u in url.split(";")]
+        sentinel = Sentinel([(p.hostname or "127.0.0.1", p.port or 26379) for p in parts], **timeouts)
+        db = int(parts[-1].path.strip("/") or 0)
+        return sentinel.master_for(self.settings.redis_master_name, db=db, password=parts[0].password, **timeouts)
 
     @cached_property
     def http(self) -> requests.Session:

@@ -129,6 +129,12 @@ class Sinks:
                 self.send_header("Content-Length", "0")
                 self.end_headers()
 
+            def do_GET(self) -> None:  # noqa: N802 - the stdlib's name
+                sinks.posts.append((self.path, {}))
+                self.send_response(200)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
             def log_message(self, *args: object) -> None:
                 pass
 

@@ -90,3 +90,13 @@ def test_replay_by_id_and_show(app, client, provider, worker, environ, monkeypat
     assert "replayed 1 of 1" in runner.invoke(main, ["events", "replay", str(event.id)]).output
     events_when(app, EventStatus.PROCESSED)
     assert runner.invoke(main, ["events", "replay"]).exit_code != 0  # neither ids nor --status
+
+
+def test_urls_in_a_push_are_never_fetched(app, client, sinks, worker):
+    trap = f"{sinks.url}/trap"
+    body = {"orderId": ALIBABA, "callbackUrl": trap, "detailUrl": trap, "imageUrl": trap}
+    push = {"messageType": "ORDER_CREATE", "messageBody": body, "messagePlatform": 1, "timestamp": "1"}
+    token = app.extensions["receiver"].settings.sources["demo"].callback_token
+    assert client.post(f"/callbacks/demo?token={token}", json=push).status_code == 200
+    events_when(app, EventStatus.PROCESSED)
+    assert not [path for path, _ in sinks.posts if path.startswith("/trap")]
