@@ -1,8 +1,9 @@
 """Queueing stored events from the web process without making the provider wait for it.
 
 The push is in the inbox before we answer, so publishing its task is not part of the answer: each
-web process hands event ids to one background thread that publishes them in batches through one
-producer. If the process dies first, the events are still `received` and the sweeper queues them.
+web process hands event ids to one background thread, which publishes what has gathered meanwhile
+as one `process_events` message (one Redis round trip for a burst, not one per push). If the
+process dies first, the events are still `received` and the sweeper queues them.
 """
 from __future__ import annotations
 
@@ -10,8 +11,6 @@ import logging
 import os
 import queue
 import threading
-from typing import Any
-
 from flask import Flask
 
 log = logging.getLogger("receiver.publisher")
@@ -47,18 +46,11 @@ class Publisher:
                     break
             self.publish(batch)
 
-    def publish(self, batch: list[int]) -> int:
-        """Publish a batch through one producer; what fails stays `received` for the sweeper."""
-        from workers.tasks import process_event
+    def publish(self, batch: list[int]) -> None:
+        """Publish a batch as one task; if that fails the events stay `received` for the sweeper."""
+        from workers.tasks import process_events
 
-        celery: Any = self.app.extensions["celery"]
-        task = celery.tasks[process_event.name]
-        sent = 0
         try:
-            with celery.producer_or_acquire() as producer:
-                for event_id in batch:
-                    task.apply_async((event_id,), producer=producer, retry=False)
-                    sent += 1
+            self.app.extensions["celery"].tasks[process_events.name].apply_async((batch,), retry=False)
         except Exception as err:  # noqa: BLE001 - the thread must live on; the sweeper catches up
-            log.warning("callback.enqueue_failed events=%s error=%s", len(batch) - sent, err.__class__.__name__)
-        return sent
+            log.warning("callback.enqueue_failed events=%s error=%s", len(batch), err.__class__.__name__)

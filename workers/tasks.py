@@ -40,6 +40,16 @@ def process_event(event_id: int) -> str:
             return "scheduled"
 
 
+@shared_task(name="workers.tasks.process_events")
+def process_events(event_ids: list[int]) -> dict[str, int]:
+    """The web's batches: one message for the events a web process stored in the same moment."""
+    outcomes: dict[str, int] = {}
+    for event_id in event_ids:
+        outcome = process_event(event_id)
+        outcomes[outcome] = outcomes.get(outcome, 0) + 1
+    return outcomes
+
+
 @shared_task(bind=True, name="workers.tasks.refetch_order", max_retries=None)
 def refetch_order(self, source: str, platform: str, order_id: str, lookup: dict[str, str], event_id: int | None = None) -> str:  # type: ignore[no-untyped-def]
     """Re-fetch one order from its provider and apply it, for every event waiting on it."""

@@ -48,6 +48,6 @@ def test_flower_wants_the_password_and_shows_our_tasks(client, sandbox, worker, 
         # Flower listens for task events only once it is connected: keep the pushes coming until then.
         send(client, provider, ALIBABA, provider.correct_price(ALIBABA, -1))
         tasks = requests.get(f"{flower}/api/tasks", auth=AUTH, timeout=5).json()
-        return {t["name"] for t in tasks.values()} >= {"workers.tasks.process_event", "workers.tasks.refetch_order"}
+        return {t["name"] for t in tasks.values()} >= {"workers.tasks.process_events", "workers.tasks.refetch_order"}
 
     assert wait_for(seen, timeout=30, interval=0.5)
