@@ -64,7 +64,8 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         # visibility timeout, also when the worker is idle.
         "worker_soft_shutdown_timeout": 10.0,
         "worker_enable_soft_shutdown_on_idle": True,
-        # Publishing from the web path must fail fast when Redis is down: the inbox keeps the event.
+        # A publish (the web's publisher thread, the sweeper, a replay) fails fast when Redis is down:
+        # the inbox keeps the event, and the sweeper queues it later.
         "task_publish_retry": False,
         "broker_connection_retry_on_startup": True,
         "broker_transport_options": {

@@ -10,6 +10,7 @@ import json
 import logging
 import smtplib
 import time
+from datetime import timedelta
 from email.message import EmailMessage
 from typing import Any, Sequence
 
@@ -132,8 +133,11 @@ def deliver(svc: Services, alert_id: int) -> str:
         try:
             senders[name](svc, alerts, payload)
             done.add(name)
-        except (requests.RequestException, OSError, smtplib.SMTPException, ValueError) as err:
-            errors.append(f"{name}: {err.__class__.__name__}: {err}")
+        except ValueError as err:  # ours: an HTTP status, no URL in it
+            errors.append(f"{name}: {err}")
+        except (requests.RequestException, OSError, smtplib.SMTPException) as err:
+            # The class only: a requests error quotes the URL, and a webhook URL is a secret.
+            errors.append(f"{name}: {err.__class__.__name__}")
     status = AlertStatus.PENDING if errors else AlertStatus.DELIVERED
     with svc.engine.begin() as conn:
         conn.execute(
@@ -160,9 +164,17 @@ def give_up(svc: Services, alert_id: int) -> None:
 
 
 def pending(svc: Services, limit: int = 100) -> list[int]:
-    """Alerts still to deliver (their task was lost, or never queued)."""
+    """Alerts whose delivery never started (its task was lost, or never queued). Ones already tried
+    are left to their own retries: a second delivery task would send them twice."""
+    cutoff = utcnow() - timedelta(seconds=svc.settings.sweep_grace)
+    stmt = (
+        select(Alert.id)
+        .where(Alert.status == AlertStatus.PENDING, Alert.attempts == 0, Alert.created_at < cutoff)
+        .order_by(Alert.id)
+        .limit(limit)
+    )
     with svc.engine.connect() as conn:
-        return list(conn.scalars(select(Alert.id).where(Alert.status == AlertStatus.PENDING).order_by(Alert.id).limit(limit)))
+        return list(conn.scalars(stmt))
 
 
 def _post(svc: Services, url: str, body: dict[str, Any]) -> None:

@@ -2,12 +2,14 @@
 from __future__ import annotations
 
 import ipaddress
+import re
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
 from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate
+from sqlalchemy.engine import make_url
 
 from receiver.errors import ConfigError
 
@@ -125,7 +127,10 @@ class _EnvSchema(Schema):
         unknown = EXCLUDE
 
     RECEIVER_DATABASE_URL = fields.String(load_default=None)
-    RECEIVER_BROKER_URL = fields.String(load_default="redis://127.0.0.1:6379/0")
+    RECEIVER_BROKER_URL = fields.String(
+        load_default="redis://127.0.0.1:6379/0",
+        validate=validate.Regexp(r"^(redis|rediss|unix|sentinel)://", error="must be a redis://, rediss://, unix:// or sentinel:// URL"),
+    )
     RECEIVER_API_TOKEN = fields.String(load_default=None, validate=validate.Length(min=16))
     RECEIVER_SOURCES_FILE = fields.String(load_default="sources.toml")
     RECEIVER_REDIS_MASTER_NAME = fields.String(load_default="mymaster")
@@ -166,6 +171,20 @@ class _SourceSchema(Schema):
 
 
 COMMON_SOURCE_KEYS = frozenset(_SourceSchema().fields)
+SOURCE_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
+DATABASES = ("sqlite", "postgresql")
+
+
+def check_database_url(url: str) -> str:
+    """The database URL, if SQLAlchemy can read it and it names a database we support."""
+    try:
+        parsed = make_url(url)
+        parsed.get_dialect()
+    except Exception as err:  # noqa: BLE001 - SQLAlchemy raises several kinds; all mean the same here
+        raise ConfigError(f"RECEIVER_DATABASE_URL: {err.__class__.__name__}: {err}") from None
+    if parsed.get_backend_name() not in DATABASES:
+        raise ConfigError(f"RECEIVER_DATABASE_URL: {parsed.get_backend_name()} is not supported (use {' or '.join(DATABASES)})")
+    return url
 
 
 class _RuleSchema(Schema):
@@ -251,6 +270,8 @@ def load_source(name: str, table: Mapping[str, Any], environ: Mapping[str, str])
     from receiver.providers import family_for  # the registry imports provider modules
 
     where = f"sources.{name}"
+    if not SOURCE_NAME.fullmatch(name):
+        raise ConfigError(f"{where}: a source name is 1 to 64 letters, digits, '_' or '-' (it is part of the URL)")
     if not isinstance(table, Mapping):
         raise ConfigError(f"{where}: must be a table")
     resolved = {key: _resolve_env(value, environ, f"{where}.{key}") for key, value in table.items()}
@@ -326,7 +347,7 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
     sources_file = env["RECEIVER_SOURCES_FILE"]
     data = _read_toml(sources_file)
     return Settings(
-        database_url=env["RECEIVER_DATABASE_URL"] or default_database_url(),
+        database_url=check_database_url(env["RECEIVER_DATABASE_URL"]) if env["RECEIVER_DATABASE_URL"] else default_database_url(),
         broker_url=env["RECEIVER_BROKER_URL"],
         api_token=env["RECEIVER_API_TOKEN"],
         sources=_sources(data, sources_file, environ),

@@ -63,7 +63,9 @@ def check_fresh(svc: Services, source: Source, auth: PushAuth) -> None:
     if auth.nonce is None:
         return
     try:
-        fresh = svc.redis.set(svc.key("nonce", source.name, auth.nonce), 1, nx=True, ex=window)
+        # Twice the window: a timestamp may be up to a window ahead of us, and its nonce must
+        # outlive every moment the timestamp still passes.
+        fresh = svc.redis.set(nonce_key(svc, source, auth.nonce), 1, nx=True, ex=2 * window)
     except redis.RedisError:
         # Availability wins: the inbox's dedupe still stops a replay from being processed twice.
         log.warning("callback.nonce_unchecked source=%s", source.name)
@@ -72,17 +74,28 @@ def check_fresh(svc: Services, source: Source, auth: PushAuth) -> None:
         raise ReplayedNonce("nonce seen before")
 
 
+def nonce_key(svc: Services, source: Source, nonce: str) -> str:
+    """Where a seen nonce is kept."""
+    return svc.key("nonce", source.name, nonce)
+
+
 def accept(svc: Services, source_name: str, token: str | None, client_ip: str | None, raw: RawPush) -> tuple[Push, Stored]:
     """Verify, validate and store one push; raise a PushRejected subclass for anything refused."""
     source = find_source(svc, source_name)
     check_address(source, client_ip)
     check_token(source, token)
     family = family_for(source.family)
-    check_fresh(svc, source, family.authenticate(source, raw))
+    auth = family.authenticate(source, raw)
+    check_fresh(svc, source, auth)
     push = family.parse_push(source, raw)
     try:
         stored = store_push(svc.engine, source.name, raw, push)
     except SQLAlchemyError as err:  # the provider must retry: never a false 200
         log.exception("callback.store_failed source=%s", source.name)
+        if auth.nonce is not None:  # its retry may be this very request again: let it through
+            try:
+                svc.redis.delete(nonce_key(svc, source, auth.nonce))
+            except redis.RedisError:
+                pass
         raise StoreUnavailable("could not store the push, retry later") from err
     return push, stored

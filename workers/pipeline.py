@@ -15,6 +15,7 @@ from typing import Callable
 from datetime import datetime, timedelta
 
 from sqlalchemy import or_, select, update
+from redis.exceptions import RedisError
 from sqlalchemy.exc import IntegrityError, OperationalError
 
 from receiver import alerts, metrics
@@ -134,14 +135,21 @@ def handle_refetch(svc: Services, wanted: Wanted, retries: int) -> Outcome:
     _count_attempt(svc, covered)
     try:
         refetch_order(svc, source, wanted.ref, cause=f"event:{max(covered)}" if covered else "refetch")
-    except (TransientProviderError, OperationalError) as err:
+    except (TransientProviderError, OperationalError, RedisError) as err:
         if retries >= svc.settings.max_retries:
-            return dead_letter(svc, covered, f"gave up after {retries + 1} attempts: {err}", wanted)
+            # Only the events that had all their attempts: a push that came during this chain's
+            # retries has its own re-fetch coming, and stays failed until it has.
+            spent = _exhausted(svc, covered)
+            _set_status(svc, [i for i in covered if i not in spent], EventStatus.FAILED, str(err))
+            return dead_letter(svc, spent, f"gave up after {retries + 1} attempts: {err}", wanted)
         _set_status(svc, covered, EventStatus.FAILED, str(err))
         log.warning("refetch.retry source=%s order=%s attempt=%s error=%s", source.name, wanted.ref.order_id, retries + 1, err)
         return Outcome(EventStatus.FAILED, retry_in=backoff(svc, retries))
     except ProviderError as err:
         return dead_letter(svc, covered, str(err), wanted)
+    except Exception as err:  # noqa: BLE001 - data we cannot store, or a bug: dead and alerted, never stuck
+        log.exception("refetch.unexpected source=%s order=%s", source.name, wanted.ref.order_id)
+        return dead_letter(svc, covered, f"{err.__class__.__name__}: {err}"[:1000], wanted)
     _set_status(svc, covered, EventStatus.PROCESSED, None)
     return Outcome(EventStatus.PROCESSED)
 
@@ -171,9 +179,18 @@ def backoff(svc: Services, retries: int) -> float:
 
 
 def _count_attempt(svc: Services, event_ids: list[int]) -> None:
+    """Count an attempt; `updated_at` tells the sweeper a worker has these events in hand."""
     if event_ids:
         with svc.engine.begin() as conn:
-            conn.execute(update(Event).where(Event.id.in_(event_ids)).values(attempts=Event.attempts + 1))
+            stmt = update(Event).where(Event.id.in_(event_ids)).values(attempts=Event.attempts + 1, updated_at=utcnow())
+            conn.execute(stmt)
+
+
+def _exhausted(svc: Services, event_ids: list[int]) -> list[int]:
+    """Those of the events that have had every attempt RECEIVER_MAX_RETRIES allows."""
+    stmt = select(Event.id).where(Event.id.in_(event_ids), Event.attempts > svc.settings.max_retries)
+    with svc.engine.connect() as conn:
+        return list(conn.scalars(stmt))
 
 
 def _set_status(svc: Services, event_ids: list[int], status: str, error: str | None) -> None:

@@ -45,7 +45,11 @@ def process_events(event_ids: list[int]) -> dict[str, int]:
     """The web's batches: one message for the events a web process stored in the same moment."""
     outcomes: dict[str, int] = {}
     for event_id in event_ids:
-        outcome = process_event(event_id)
+        try:
+            outcome = process_event(event_id)
+        except Exception:  # noqa: BLE001 - one event must not hold up its batch; the sweeper retries it
+            log.exception("event.failed event=%s", event_id)
+            outcome = "error"
         outcomes[outcome] = outcomes.get(outcome, 0) + 1
     return outcomes
 
@@ -109,13 +113,14 @@ def replay(event_ids: list[int]) -> int:
 
 
 def enqueue(event_id: int) -> bool:
-    """Put an event on the queue; False (and the event stays in the inbox) when the broker is down."""
+    """Put an event on the queue (a sweep or a replay); False, and the event stays in the inbox,
+    when the broker is down."""
     try:
         # Through this Flask app's Celery app: shared tasks otherwise follow Celery's process-wide
         # default app, which is whichever app was built last.
         current_app.extensions["celery"].tasks[process_event.name].apply_async((event_id,), retry=False)
     except (BrokerError, RedisError, OSError) as err:
-        log.warning("callback.enqueue_failed event=%s error=%s", event_id, err.__class__.__name__)
+        log.warning("events.enqueue_failed event=%s error=%s", event_id, err.__class__.__name__)
         return False
     return True
 

@@ -230,7 +230,7 @@ class DajisaasFamily:
             raise MalformedPush("form has no message", field=MESSAGE_FIELD)
         try:
             data = json.loads(form[MESSAGE_FIELD])
-        except ValueError:
+        except (ValueError, RecursionError):
             raise MalformedPush("message is not valid JSON", field=MESSAGE_FIELD) from None
         if not isinstance(data, dict):
             raise MalformedPush("message must be a JSON object", field=MESSAGE_FIELD)

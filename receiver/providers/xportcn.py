@@ -168,7 +168,7 @@ class _MessageBody(fields.Field):
         if isinstance(value, str):
             try:
                 value = json.loads(value)
-            except ValueError:
+            except (ValueError, RecursionError):
                 raise ValidationError("must be a JSON object or a string holding one") from None
         if not isinstance(value, dict):
             raise ValidationError("must be a JSON object or a string holding one")
@@ -207,11 +207,16 @@ def message_kind(message_type: str) -> str | None:
     return None
 
 
+# The inbox keeps an order id in 64 characters; 1688 and Taobao ids are 19 digits at most.
+MAX_ID_LENGTH = 64
+
+
 def _text_id(value: Any) -> str | None:
     if isinstance(value, bool) or value is None:
         return None
     if isinstance(value, int) or (isinstance(value, str) and value.strip()):
-        return str(value).strip()
+        text = str(value).strip()
+        return text if len(text) <= MAX_ID_LENGTH else None
     return None
 
 
@@ -261,7 +266,7 @@ class XportcnFamily:
         """Validate the JSON envelope and find the order it names."""
         try:
             data = json.loads(raw.body)
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, UnicodeDecodeError, RecursionError):
             raise MalformedPush("body is not valid JSON", field="body") from None
         if not isinstance(data, dict):
             raise MalformedPush("body must be a JSON object", field="body")

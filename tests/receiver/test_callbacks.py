@@ -105,6 +105,9 @@ def test_replayed_nonce_is_refused(app, client):
         (json.dumps(envelope(messagePlatform="1")).encode(), "messagePlatform"),
         (json.dumps(envelope(timestamp="yesterday")).encode(), "timestamp"),
         (json.dumps(envelope(messageBody=json.dumps({"orderNo": "PO1"}))).encode(), "messageBody.orderId"),
+        (json.dumps(envelope(messageBody=json.dumps({"orderId": "9" * 65}))).encode(), "messageBody.orderId"),
+        (b"[" * 100_000 + b"]" * 100_000, "body"),
+        (json.dumps(envelope(messageBody="[" * 100_000)).encode(), "messageBody"),
     ],
 )
 def test_malformed_body_is_400_naming_the_field(app, client, body, field):

@@ -53,6 +53,11 @@ def test_env_values_are_resolved_and_defaults_applied(sources):
         ("", {}, "RECEIVER_SOURCES_FILE"),
         (GOOD, {"DEMO_SECRET": "s", "RECEIVER_API_TOKEN": "short"}, "RECEIVER_API_TOKEN"),
         (GOOD, {"DEMO_SECRET": "s", "RECEIVER_TIMESTAMP_WINDOW": "soon"}, "RECEIVER_TIMESTAMP_WINDOW"),
+        (GOOD, {"DEMO_SECRET": "s", "RECEIVER_BROKER_URL": "amqp://guest@localhost//"}, "RECEIVER_BROKER_URL"),
+        (GOOD, {"DEMO_SECRET": "s", "RECEIVER_DATABASE_URL": "postgres://u@h/db"}, "RECEIVER_DATABASE_URL"),
+        (GOOD, {"DEMO_SECRET": "s", "RECEIVER_DATABASE_URL": "not a url"}, "RECEIVER_DATABASE_URL"),
+        (GOOD, {"DEMO_SECRET": "s", "RECEIVER_DATABASE_URL": "mysql://u@h/db"}, "RECEIVER_DATABASE_URL"),
+        (GOOD.replace("[sources.demo]", "[sources.\"a/b\"]"), {"DEMO_SECRET": "s"}, "sources.a/b"),
     ],
 )
 def test_bad_setting_is_named(sources, text, env, named):
