@@ -56,15 +56,18 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def wait_for(predicate: Callable[[], Any], timeout: float = 15.0, interval: float = 0.05) -> Any:
-    """Poll `predicate` until it returns something truthy; fail the test after `timeout` seconds."""
+def wait_for(
+    predicate: Callable[[], Any], timeout: float = 30.0, interval: float = 0.05, explain: Callable[[], str] | None = None
+) -> Any:
+    """Poll `predicate` until it returns something truthy; fail the test after `timeout` seconds,
+    saying what `explain` finds then."""
     deadline = time.monotonic() + timeout
     while True:
         value = predicate()
         if value:
             return value
         if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout}s")
+            raise AssertionError(f"condition not met within {timeout}s" + (f": {explain()}" if explain else ""))
         time.sleep(interval)
 
 

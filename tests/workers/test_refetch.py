@@ -38,7 +38,10 @@ def events(app) -> list[Event]:  # type: ignore[no-untyped-def]
 
 def events_when(app, *statuses: str) -> list[Event]:  # type: ignore[no-untyped-def]
     """Wait until the inbox holds events in exactly these statuses, in order."""
-    return wait_for(lambda: (evs := events(app)) and [e.status for e in evs] == list(statuses) and evs)
+    return wait_for(
+        lambda: (evs := events(app)) and [e.status for e in evs] == list(statuses) and evs,
+        explain=lambda: f"inbox holds {[(e.id, e.status, e.attempts, e.last_error) for e in events(app)]}",
+    )
 
 
 def history(order, field: str) -> list[tuple[str | None, str | None]]:  # type: ignore[no-untyped-def]
