@@ -44,12 +44,17 @@ def unbind(_: BaseException | None) -> None:
     logs.clear()
 
 
+def _refused(status: int) -> str:
+    """The source a refused push was for; counted for the push_rejections alert when configured."""
+    source = request.view_args.get("source", "") if request.view_args else ""
+    if source in services().settings.sources and status < 500:
+        alerts.note_rejection(services(), source)
+    return source
+
+
 @bp.errorhandler(PushRejected)
 def rejected(err: PushRejected) -> tuple[Response, int]:
-    source = request.view_args.get("source", "") if request.view_args else ""
-    log.warning("%s source=%s reason=%s", err.event, source, err.message)
-    if source in services().settings.sources and err.status < 500:
-        alerts.note_rejection(services(), source)
+    log.warning("%s source=%s reason=%s", err.event, _refused(err.status), err.message)
     body = {"ok": False, "error": err.message}
     if isinstance(err, MalformedPush):
         body["field"] = err.field
@@ -59,8 +64,5 @@ def rejected(err: PushRejected) -> tuple[Response, int]:
 @bp.errorhandler(HTTPException)
 def http_error(err: HTTPException) -> tuple[Response, int]:
     code = err.code or 500
-    log.warning("callback.http_%s path=%s", code, request.path)
-    source = request.view_args.get("source", "") if request.view_args else ""
-    if source in services().settings.sources and code < 500:
-        alerts.note_rejection(services(), source)
+    log.warning("callback.http_%s source=%s", code, _refused(code))
     return jsonify(ok=False, error=err.description), code

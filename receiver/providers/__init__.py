@@ -9,7 +9,10 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import cache
 from typing import TYPE_CHECKING, Any, Iterator, Mapping, Protocol
+
+from marshmallow import ValidationError
 
 from receiver.errors import PermanentProviderError, TransientProviderError
 
@@ -135,10 +138,21 @@ class Family(Protocol):
 
 def family_for(name: str) -> Family:
     """The family module registered under `name`; KeyError when there is none."""
+    return _families()[name]
+
+
+@cache
+def _families() -> dict[str, Family]:
+    """The registry, built once: every push and every re-fetch looks a family up."""
     from receiver.providers import dajisaas, xportcn
 
-    families: dict[str, Family] = {f.name: f for f in (xportcn.FAMILY, dajisaas.FAMILY)}
-    return families[name]
+    return {f.name: f for f in (xportcn.FAMILY, dajisaas.FAMILY)}
+
+
+def first_field(err: ValidationError, default: str) -> str:
+    """The first field a marshmallow error names, to name it in a 400."""
+    messages: Any = err.messages
+    return next(iter(messages)) if isinstance(messages, dict) and messages else default
 
 
 # How many pages one reconciliation reads at most per list, so that a provider that ignores the

@@ -26,6 +26,7 @@ from receiver.providers import (
     PushAuth,
     RawPush,
     answer_data,
+    first_field,
     order_records,
     post_json,
 )
@@ -159,11 +160,6 @@ def _text_id(value: Any) -> str | None:
     return None
 
 
-def _first_field(err: ValidationError) -> str:
-    messages: Any = err.messages
-    return next(iter(messages)) if isinstance(messages, dict) and messages else "message"
-
-
 def _form(raw: RawPush) -> dict[str, str]:
     """The posted form's fields, each given once; blank fields count as absent."""
     if raw.content_type.split(";", 1)[0].strip().lower() != FORM_CONTENT_TYPE:
@@ -237,7 +233,7 @@ class DajisaasFamily:
         try:
             msg = MESSAGE.load(data)
         except ValidationError as err:
-            field = _first_field(err)
+            field = first_field(err, "message")
             raise MalformedPush(f"{field}: {err.messages[field]}", field=f"{MESSAGE_FIELD}.{field}") from None
         kind = message_kind(msg["type"])
         order_id = message_order_id(msg["data"] or {})

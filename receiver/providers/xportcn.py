@@ -26,6 +26,7 @@ from receiver.providers import (
     PushAuth,
     RawPush,
     answer_data,
+    first_field,
     as_int,
     order_records,
     post_json,
@@ -192,11 +193,6 @@ class EnvelopeSchema(Schema):
 ENVELOPE = EnvelopeSchema()
 
 
-def _first_field(err: ValidationError) -> str:
-    messages: Any = err.messages
-    return next(iter(messages)) if isinstance(messages, dict) and messages else "body"
-
-
 def message_kind(message_type: str) -> str | None:
     """The kind (price / status / refund) of a message type, or None when we do not know it."""
     if message_type in MESSAGE_KINDS:
@@ -273,7 +269,7 @@ class XportcnFamily:
         try:
             env = ENVELOPE.load(data)
         except ValidationError as err:
-            field = _first_field(err)
+            field = first_field(err, "body")
             raise MalformedPush(f"{field}: {err.messages[field]}", field=field) from None
         platform = PLATFORMS[env["messagePlatform"]]
         kind = message_kind(env["messageType"])
