@@ -8,9 +8,10 @@ from datetime import datetime
 from functools import cache
 from typing import Mapping
 
-from sqlalchemy import Engine, Insert, update
+from sqlalchemy import Engine, Insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
+from receiver.errors import ReplayedNonce
 from receiver.models import Event, EventStatus, utcnow
 from receiver.providers import Push, RawPush
 
@@ -44,9 +45,15 @@ def _insert_event(dialect: str) -> Insert:
 
 
 def store_push(
-    engine: Engine, source: str, raw: RawPush, push: Push, received_at: datetime | None = None
+    engine: Engine, source: str, raw: RawPush, push: Push, nonce: str | None = None, received_at: datetime | None = None
 ) -> Stored:
-    """Insert the raw event unless its dedupe key or body is already in the inbox; commit before returning."""
+    """Insert the raw event unless its dedupe key is already in the inbox; commit before returning.
+
+    The nonce is stored with the event under a unique (source, nonce), so a replay is refused
+    (ReplayedNonce) by the same INSERT, and a push we could not store leaves no nonce behind to
+    refuse its retry. A redelivery's nonce is not kept (its event is not): a replay of it is a
+    duplicate again, answered 200 and stored nowhere.
+    """
     headers = {k.lower(): v for k, v in raw.headers.items() if k.lower() in KEPT_HEADERS}
     values = {
         "source": source,
@@ -55,6 +62,7 @@ def store_push(
         "platform": push.order.platform if push.order else None,
         "order_id": push.order.order_id if push.order else None,
         "dedupe_key": push.dedupe_key,
+        "nonce": nonce,
         "body_sha256": hashlib.sha256(raw.body).hexdigest(),
         "content_type": raw.content_type[:128],
         "headers": json.dumps(headers, sort_keys=True),
@@ -66,6 +74,10 @@ def store_push(
     }
     with engine.begin() as conn:
         event_id = conn.execute(_insert_event(engine.dialect.name), values).scalar()
+        # Nothing inserted: a duplicate, or a replay. Only then is a second statement needed.
+        if event_id is None and nonce is not None:
+            if conn.execute(select(Event.id).where(Event.source == source, Event.nonce == nonce)).first():
+                raise ReplayedNonce("nonce seen before")
     return Stored(event_id=event_id, duplicate=event_id is None)
 
 

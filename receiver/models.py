@@ -73,7 +73,8 @@ class Event(Base):
     __tablename__ = "events"
     __table_args__ = (
         UniqueConstraint("dedupe_key"),
-        UniqueConstraint("source", "body_sha256"),
+        # A replayed nonce is refused by the very INSERT that stores the push (receiver/inbox.py).
+        UniqueConstraint("source", "nonce"),
         Index("ix_events_status_received_at", "status", "received_at"),
         Index("ix_events_source_received_at", "source", "received_at"),
     )
@@ -85,6 +86,7 @@ class Event(Base):
     platform: Mapped[str | None] = mapped_column(String(16))
     order_id: Mapped[str | None] = mapped_column(String(64), index=True)
     dedupe_key: Mapped[str] = mapped_column(String(64))
+    nonce: Mapped[str | None] = mapped_column(String(64))
     body_sha256: Mapped[str] = mapped_column(String(64))
     content_type: Mapped[str] = mapped_column(String(128))
     headers: Mapped[str] = mapped_column(Text)

@@ -4,6 +4,10 @@ The push is in the inbox before we answer, so publishing its task is not part of
 web process hands event ids to one background thread, which publishes what has gathered meanwhile
 as one `process_events` message (one Redis round trip for a burst, not one per push). If the
 process dies first, the events are still `received` and the sweeper queues them.
+
+The thread lingers a moment after the first id of a batch so that the pushes arriving meanwhile
+share its message: a Celery publish costs about 1 ms of CPU, twice what storing a push does, and
+without the linger a busy process published nearly once per push (docs/benchmarks.md).
 """
 from __future__ import annotations
 
@@ -11,10 +15,13 @@ import logging
 import os
 import queue
 import threading
+import time
+
 from flask import Flask
 
 log = logging.getLogger("receiver.publisher")
 BATCH = 200
+LINGER = 0.02  # seconds; a re-fetch waits this much longer, an acknowledgement not at all
 
 
 class Publisher:
@@ -39,6 +46,7 @@ class Publisher:
     def _run(self) -> None:
         while True:
             batch = [self.ids.get()]
+            time.sleep(LINGER)
             while len(batch) < BATCH:
                 try:
                     batch.append(self.ids.get_nowait())

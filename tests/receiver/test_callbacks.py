@@ -152,6 +152,23 @@ def test_database_down_is_503_so_the_provider_retries(make_app, tmp_path):
     assert resp.status_code == 503 and resp.json["ok"] is False
 
 
+def test_a_push_refused_for_want_of_a_database_keeps_its_nonce_for_the_retry(app, client, make_app, tmp_path):
+    headers, body = signed(), envelope()
+    broken = make_app(database_url=f"sqlite:///{tmp_path}/missing/dir/receiver.db")
+    assert broken.test_client().post(URL, json=body, headers=headers).status_code == 503
+    assert client.post(URL, json=body, headers=headers).status_code == 200  # the provider's retry, unchanged
+    assert len(stored_events(app)) == 1
+
+
+def test_redis_down_still_refuses_a_replayed_nonce(app, make_app):
+    client = make_app(broker_url="redis://127.0.0.1:1/0").test_client()
+    headers = signed()
+    assert client.post(URL, json=envelope(), headers=headers).status_code == 200
+    replay = client.post(URL, json=envelope(messageType="ORDER_CANCEL"), headers=headers)
+    assert replay.status_code == 401 and "nonce" in replay.json["error"]
+    assert len(stored_events(app)) == 1
+
+
 def test_redis_down_still_acknowledges_and_keeps_the_event_received(app, make_app):
     down = make_app(broker_url="redis://127.0.0.1:1/0")
     started = time.monotonic()

@@ -1,4 +1,4 @@
-"""A sentinel:// broker URL: nonces, readiness and publishing go to the master Sentinel names."""
+"""A sentinel:// broker URL: readiness and publishing go to the master Sentinel names."""
 from __future__ import annotations
 
 import shutil
@@ -47,6 +47,4 @@ def test_sentinel_broker_url_takes_pushes_through_to_the_worker(app, make_app, s
     assert client.get("/readyz").json["redis"] is True
     headers, body = sandbox.providers["xportcn"].push(ALIBABA, "ORDER_CREATE")
     assert client.post(f"/callbacks/demo?token={TOKENS['demo']}", data=body, headers=headers).status_code == 200
-    replay = client.post(f"/callbacks/demo?token={TOKENS['demo']}", data=body.replace(b"ORDER_CREATE", b"ORDER_CANCEL"), headers=headers)
-    assert replay.status_code == 401  # the nonce went through Sentinel's master
     events_when(app, "processed")  # published through the Sentinel transport, run by the worker

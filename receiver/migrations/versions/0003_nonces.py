@@ -1,0 +1,34 @@
+"""events.nonce: replay protection in the INSERT that stores a push, instead of a Redis round trip
+
+The unique (source, body_sha256) goes: a push's dedupe key is a function of its source and body in
+every family, so it refused nothing the dedupe key did not, and each unique index costs every push
+a page written.
+
+Revision ID: 0003
+Revises: 0002
+Create Date: 2026-11-27
+"""
+from __future__ import annotations
+
+from alembic import op
+import sqlalchemy as sa
+
+
+revision = '0003'
+down_revision = '0002'
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    with op.batch_alter_table('events', schema=None) as batch_op:
+        batch_op.add_column(sa.Column('nonce', sa.String(length=64), nullable=True))
+        batch_op.drop_constraint('uq_events_source_body_sha256', type_='unique')
+        batch_op.create_unique_constraint(batch_op.f('uq_events_source_nonce'), ['source', 'nonce'])
+
+
+def downgrade() -> None:
+    with op.batch_alter_table('events', schema=None) as batch_op:
+        batch_op.drop_constraint(batch_op.f('uq_events_source_nonce'), type_='unique')
+        batch_op.create_unique_constraint('uq_events_source_body_sha256', ['source', 'body_sha256'])
+        batch_op.drop_column('nonce')

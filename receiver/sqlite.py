@@ -1,0 +1,163 @@
+"""SQLite as a store several processes write at once: WAL, one writer at a time, checkpoints aside.
+
+Every transaction here is BEGIN IMMEDIATE (SQLite's stand-in for SELECT ... FOR UPDATE), so SQLite
+runs them one at a time across all processes. Two things made that slow under gunicorn, and are
+changed here (docs/benchmarks.md has the figures):
+
+- A process that found the write lock taken waited in SQLite's busy handler, which sleeps 1, 2, 5,
+  10 ... ms between tries, while a push holds the lock for about 0.1 ms: with two gunicorn processes
+  one slept most of the time, and two took fewer pushes than one. Transactions now also take an
+  flock on a file beside the database, which a waiting process polls in steps of 0.05 to 1 ms.
+- The commit that filled the WAL to 1,000 pages ran the checkpoint, fsync included, while its
+  process's only connection was held: every push of that process waited 50-400 ms. Checkpoints
+  now run on a connection of their own, in a thread, outside any transaction.
+"""
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import sqlite3
+import threading
+import time
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event, make_url
+from sqlalchemy.exc import DBAPIError
+
+log = logging.getLogger(__name__)
+CHECKPOINT_INTERVAL = 0.5  # seconds; at 1,000 pushes/s the WAL grows by about 15 MB between two
+
+
+class WriterLockedConnection(sqlite3.Connection):
+    """A connection whose transactions hold an flock beside the database as long as SQLite's write lock."""
+
+    lock_fd: int | None = None
+    lock_timeout: float = 5.0
+
+    def begin_immediate(self) -> None:
+        """Take the flock, then SQLite's write lock."""
+        if self.lock_fd is not None:
+            _flock(self.lock_fd, self.lock_timeout)
+        try:
+            self.execute("BEGIN IMMEDIATE")
+        except BaseException:
+            self._unlock()
+            raise
+
+    def commit(self) -> None:
+        """Commit, then let the next writer in."""
+        try:
+            super().commit()
+        finally:
+            self._unlock()
+
+    def rollback(self) -> None:
+        """Roll back, then let the next writer in."""
+        try:
+            super().rollback()
+        finally:
+            self._unlock()
+
+    def close(self) -> None:
+        """Close the connection and its lock file."""
+        try:
+            super().close()
+        finally:
+            if self.lock_fd is not None:
+                os.close(self.lock_fd)
+                self.lock_fd = None
+
+    def _unlock(self) -> None:
+        if self.lock_fd is not None:
+            fcntl.flock(self.lock_fd, fcntl.LOCK_UN)
+
+
+def _flock(fd: int, timeout: float) -> None:
+    """Take an exclusive flock, or fail as SQLite does ("database is locked") after `timeout` seconds."""
+    delay, deadline = 0.00005, time.monotonic() + timeout
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            if time.monotonic() > deadline:
+                raise sqlite3.OperationalError("database is locked") from None
+            time.sleep(delay)
+            delay = min(delay * 2, 0.001)
+
+
+class Checkpointer:
+    """One thread per process and database file that checkpoints the WAL every CHECKPOINT_INTERVAL."""
+
+    _running: dict[tuple[int, str], "Checkpointer"] = {}
+    _lock = threading.Lock()
+
+    def __init__(self, path: str, timeout: float) -> None:
+        self.path = path
+        self.timeout = timeout
+
+    @classmethod
+    def ensure(cls, path: str, timeout: float) -> None:
+        """Start this process's checkpointer for `path` unless it runs already (gunicorn and Celery fork)."""
+        key = (os.getpid(), path)
+        if key in cls._running:
+            return
+        with cls._lock:
+            if key not in cls._running:
+                cls._running[key] = checkpointer = cls(path, timeout)
+                threading.Thread(target=checkpointer._run, name="sqlite-checkpoint", daemon=True).start()
+
+    def _run(self) -> None:
+        conn = sqlite3.connect(self.path, timeout=self.timeout, isolation_level=None, check_same_thread=False)
+        try:
+            while os.path.exists(self.path):  # a database deleted (a test's) needs no more checkpoints
+                time.sleep(CHECKPOINT_INTERVAL)
+                try:
+                    # PASSIVE: copy what no reader still needs, never wait for or block a writer.
+                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                except sqlite3.Error as err:
+                    log.warning("sqlite.checkpoint_failed error=%s", err)
+        finally:
+            conn.close()
+            with self._lock:
+                self._running.pop((os.getpid(), self.path), None)
+
+
+def sqlite_engine(url: str, timeout: float) -> Engine:
+    """An engine for a SQLite URL: WAL, BEGIN IMMEDIATE, one pooled connection, the writer flock."""
+    database = make_url(url).database or ""
+    on_disk = database not in ("", ":memory:") and "mode=memory" not in url
+    # One connection per process: SQLite runs our transactions one at a time whatever the pool holds,
+    # and threads of one process queue in the pool, which wakes the next as soon as it is free.
+    engine = create_engine(
+        url,
+        connect_args={"timeout": timeout, "check_same_thread": False, "factory": WriterLockedConnection},
+        pool_size=1,
+        max_overflow=0,
+        pool_timeout=timeout,
+    )
+
+    @event.listens_for(engine, "connect")
+    def _connect(dbapi_conn: WriterLockedConnection, _record: Any) -> None:
+        # Take transaction control from pysqlite, which would BEGIN only at the first write and
+        # so let a read-then-write (our upsert) lose an update to a concurrent worker.
+        dbapi_conn.isolation_level = None
+        # WAL lets the web process write while workers read; NORMAL sync is durable in WAL mode
+        # against process crashes, which is what "stored before 200" needs on one machine.
+        for pragma in ("journal_mode=WAL", "synchronous=NORMAL", f"busy_timeout={int(timeout * 1000)}", "foreign_keys=ON"):
+            dbapi_conn.execute(f"PRAGMA {pragma}")
+        if on_disk:
+            dbapi_conn.lock_fd = os.open(f"{database}-writer.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            dbapi_conn.lock_timeout = timeout
+            dbapi_conn.execute("PRAGMA wal_autocheckpoint=0")  # the Checkpointer's job
+            Checkpointer.ensure(database, timeout)
+
+    @event.listens_for(engine, "begin")
+    def _begin(conn: Any) -> None:
+        try:
+            conn.connection.dbapi_connection.begin_immediate()
+        except sqlite3.Error as err:  # as SQLAlchemy would have raised it: callers catch SQLAlchemyError
+            raise DBAPIError.instance("BEGIN IMMEDIATE", (), err, sqlite3.Error) from err
+
+    return engine

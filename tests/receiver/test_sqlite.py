@@ -1,0 +1,75 @@
+"""SQLite shared by several processes: writers take turns without sleeping, checkpoints happen aside."""
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.exc import OperationalError
+
+from receiver import sqlite
+from receiver.db import make_engine
+
+
+@pytest.fixture
+def url(tmp_path):  # type: ignore[no-untyped-def]
+    """A SQLite database file with one table."""
+    url = f"sqlite:///{tmp_path}/shared.db"
+    engine = make_engine(url)
+    with engine.begin() as conn:
+        conn.execute(text("CREATE TABLE t (x BLOB)"))
+    engine.dispose()
+    return url
+
+
+def test_a_second_writer_waits_for_the_first_and_goes_on_when_it_commits(url):
+    # Two engines: two processes' pools, each with its own connection and lock file handle.
+    first, second = make_engine(url), make_engine(url, timeout=5)
+    done = {}
+
+    def write() -> None:
+        started = time.monotonic()
+        with second.begin() as conn:
+            conn.execute(text("INSERT INTO t VALUES ('second')"))
+        done["waited"] = time.monotonic() - started
+
+    with first.begin() as conn:
+        conn.execute(text("INSERT INTO t VALUES ('first')"))
+        writer = threading.Thread(target=write)
+        writer.start()
+        time.sleep(0.3)
+        assert "waited" not in done  # still waiting for the first transaction
+    writer.join(timeout=5)
+    assert 0.25 < done["waited"] < 1.0
+    with first.connect() as conn:
+        assert conn.execute(text("SELECT x FROM t ORDER BY rowid")).scalars().all() == ["first", "second"]
+
+
+def test_a_writer_gives_up_after_its_timeout_with_database_is_locked(url):
+    holder, waiter = make_engine(url), make_engine(url, timeout=0.3)
+    with holder.begin():
+        started = time.monotonic()
+        with pytest.raises(OperationalError, match="database is locked"):
+            with waiter.begin() as conn:
+                conn.execute(text("INSERT INTO t VALUES ('late')"))
+        assert 0.3 <= time.monotonic() - started < 1.5
+    with waiter.begin() as conn:  # the lock is free again for it
+        conn.execute(text("INSERT INTO t VALUES ('later')"))
+
+
+def test_committed_rows_reach_the_database_file_by_the_checkpointer(url, tmp_path, monkeypatch):
+    monkeypatch.setattr(sqlite, "CHECKPOINT_INTERVAL", 0.1)
+    database = tmp_path / "shared.db"
+    engine = make_engine(url)
+    before = database.stat().st_size
+    with engine.begin() as conn:
+        conn.execute(text("INSERT INTO t VALUES (randomblob(1000))"))  # the first write starts the checkpointer
+    for _ in range(500):
+        with engine.begin() as conn:
+            conn.execute(text("INSERT INTO t VALUES (randomblob(1000))"))
+    # Commits write the WAL only (no automatic checkpoint): growth of the file is the checkpointer's.
+    deadline = time.monotonic() + 10
+    while database.stat().st_size < before + 400_000 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert database.stat().st_size >= before + 400_000
