@@ -5,9 +5,11 @@ web process hands event ids to one background thread, which publishes what has g
 as one `process_events` message (one Redis round trip for a burst, not one per push). If the
 process dies first, the events are still `received` and the sweeper queues them.
 
-The thread lingers a moment after the first id of a batch so that the pushes arriving meanwhile
-share its message: a Celery publish costs about 1 ms of CPU, twice what storing a push does, and
-without the linger a busy process published nearly once per push (docs/benchmarks.md).
+The thread lingers 100 ms after the first id of a batch so that the pushes arriving meanwhile share
+its message. Publishing runs beside the requests in the same process and costs them CPU and GIL
+turns: under gunicorn at about 900 pushes/s, a 20 ms linger cost 0.25-0.4 ms of CPU per push, a
+100 ms one about 0.05 ms (docs/benchmarks.md). A re-fetch starts up to 100 ms later; the coalescing
+window holds it back a second anyway.
 """
 from __future__ import annotations
 
@@ -21,7 +23,7 @@ from flask import Flask
 
 log = logging.getLogger("receiver.publisher")
 BATCH = 200
-LINGER = 0.02  # seconds; a re-fetch waits this much longer, an acknowledgement not at all
+LINGER = 0.1  # seconds; a re-fetch waits this much longer, an acknowledgement not at all
 
 
 class Publisher:
