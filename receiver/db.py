@@ -1,7 +1,12 @@
 """Database engine and sessions, tuned per backend."""
 from __future__ import annotations
 
-from sqlalchemy import Engine, create_engine
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator, Mapping, Sequence
+
+from sqlalchemy import Engine, Executable, create_engine
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
 from receiver.sqlite import sqlite_engine
@@ -28,3 +33,60 @@ def make_engine(url: str, pool_size: int = 5, timeout: float = 5.0) -> Engine:
 def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:
     """The session factory every unit of work uses."""
     return sessionmaker(engine, expire_on_commit=False)
+
+
+# --- the hot path: one statement or two in a transaction, on the driver -----------------------------
+# Around one INSERT, SQLAlchemy's Connection, Transaction, events and result cost as much CPU as
+# SQLite's own work (docs/benchmarks.md). The inbox compiles its statements once and runs them here;
+# everything else goes through SQLAlchemy as usual.
+
+
+@dataclass(frozen=True)
+class DriverStatement:
+    """A statement compiled once for an engine's driver, with its parameters' bind processors."""
+
+    sql: str
+    positions: tuple[str, ...] | None  # a positional paramstyle's (SQLite's qmark) parameter order
+    processors: Mapping[str, Callable[[Any], Any]]
+
+    @classmethod
+    def compile(cls, engine: Engine, stmt: Executable, names: Sequence[str] | None = None) -> "DriverStatement":
+        """Compile `stmt` (an INSERT with parameters for the columns `names`, or bound parameters)."""
+        compiled = stmt.compile(dialect=engine.dialect, column_keys=list(names) if names else None)  # type: ignore[attr-defined]
+        processors = {
+            name: proc for name, bind in compiled.binds.items() if (proc := bind.type.bind_processor(engine.dialect))
+        }
+        positions = tuple(compiled.positiontup or ()) if compiled.positional else None
+        return cls(compiled.string, positions, processors)
+
+    def params(self, values: Mapping[str, Any]) -> Sequence[Any] | Mapping[str, Any]:
+        """The driver's parameters for `values`."""
+        row = {**values, **{name: proc(values[name]) for name, proc in self.processors.items() if name in values}}
+        return [row[name] for name in self.positions] if self.positions is not None else row
+
+
+@contextmanager
+def driver_cursor(engine: Engine) -> Iterator[Any]:
+    """A driver cursor in a transaction on a pooled connection, committed when the block ends.
+
+    An exception rolls the transaction back: the pool does so for every connection returned to it.
+    Driver errors are raised as SQLAlchemy's, as the rest of the code expects them.
+    """
+    dbapi_error = engine.dialect.loaded_dbapi.Error
+    connection = None
+    try:
+        connection = engine.raw_connection()
+        begin = getattr(connection.dbapi_connection, "begin_immediate", None)  # receiver.sqlite's
+        if begin is not None:
+            begin()
+        cursor = connection.cursor()
+        try:
+            yield cursor
+        finally:
+            cursor.close()
+        connection.commit()
+    except dbapi_error as err:
+        raise DBAPIError.instance(None, None, err, dbapi_error) from err
+    finally:
+        if connection is not None:
+            connection.close()

@@ -6,12 +6,12 @@ import json
 from dataclasses import dataclass
 from datetime import datetime
 from functools import cache
-from typing import Any, Callable, Mapping, Sequence
+from typing import Mapping
 
-from sqlalchemy import Engine, select, update
+from sqlalchemy import Engine, bindparam, select, update
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.exc import DBAPIError
 
+from receiver.db import DriverStatement, driver_cursor
 from receiver.errors import ReplayedNonce
 from receiver.models import Event, EventStatus, utcnow
 from receiver.providers import Push, RawPush
@@ -36,28 +36,13 @@ EVENT_COLUMNS = ("source", "message_type", "kind", "platform", "order_id", "dedu
                  "content_type", "headers", "body", "status", "attempts", "received_at", "updated_at")
 
 
-@dataclass(frozen=True)
-class DriverInsert:
-    """The inbox INSERT compiled once for an engine's driver, with the columns' own bind processors."""
-
-    sql: str
-    positions: tuple[str, ...] | None  # a positional paramstyle's (SQLite's qmark) parameter order
-    processors: Mapping[str, Callable[[Any], Any]]
-
-    def params(self, values: Mapping[str, Any]) -> Sequence[Any] | Mapping[str, Any]:
-        """The driver's parameters for one row."""
-        row = {**values, **{name: proc(values[name]) for name, proc in self.processors.items()}}
-        return [row[name] for name in self.positions] if self.positions else row
-
-
 @cache
-def _insert_event(engine: Engine) -> DriverInsert:
-    """INSERT ... ON CONFLICT DO NOTHING RETURNING id for the inbox, for `engine`'s dialect and driver."""
+def _statements(engine: Engine) -> tuple[DriverStatement, DriverStatement]:
+    """The inbox INSERT (returning the new id, none for a conflict) and the query for a seen nonce."""
     table = Event.__table__
-    stmt = _INSERT[engine.dialect.name](table).on_conflict_do_nothing().returning(table.c.id)
-    compiled = stmt.compile(dialect=engine.dialect, column_keys=list(EVENT_COLUMNS))
-    processors = {name: proc for name in EVENT_COLUMNS if (proc := table.c[name].type.bind_processor(engine.dialect))}
-    return DriverInsert(compiled.string, tuple(compiled.positiontup or ()) if compiled.positional else None, processors)
+    insert = _INSERT[engine.dialect.name](table).on_conflict_do_nothing().returning(table.c.id)
+    seen = select(table.c.id).where(table.c.source == bindparam("source"), table.c.nonce == bindparam("nonce"))
+    return DriverStatement.compile(engine, insert, EVENT_COLUMNS), DriverStatement.compile(engine, seen)
 
 
 def store_push(
@@ -88,21 +73,16 @@ def store_push(
         "received_at": received_at or utcnow(),
         "updated_at": received_at or utcnow(),
     }
-    insert = _insert_event(engine)
-    with engine.begin() as conn:
-        cursor = conn.connection.cursor()
-        try:
-            cursor.execute(insert.sql, insert.params(values))
-            row = cursor.fetchone()
-        except engine.dialect.loaded_dbapi.Error as err:
-            raise DBAPIError.instance(insert.sql, None, err, engine.dialect.loaded_dbapi.Error) from err
-        finally:
-            cursor.close()
-        event_id = row[0] if row else None
+    insert, seen = _statements(engine)
+    with driver_cursor(engine) as cursor:
+        cursor.execute(insert.sql, insert.params(values))
+        row = cursor.fetchone()
         # Nothing inserted: a duplicate, or a replay. Only then is a second statement needed.
-        if event_id is None and nonce is not None:
-            if conn.execute(select(Event.id).where(Event.source == source, Event.nonce == nonce)).first():
+        if row is None and nonce is not None:
+            cursor.execute(seen.sql, seen.params({"source": source, "nonce": nonce}))
+            if cursor.fetchone() is not None:
                 raise ReplayedNonce("nonce seen before")
+    event_id = row[0] if row else None
     return Stored(event_id=event_id, duplicate=event_id is None)
 
 
