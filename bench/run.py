@@ -419,7 +419,7 @@ class Bench:
 
         ceiling, signed = (median_load(runs[k]) for k in ("ceiling", "signed"))
         ratios = [r.rps / c.rps for c, r in zip(runs["ceiling"], runs["signed"])]
-        print("  medians (signed pushes: URL token + MD5 signature + Redis nonce, each push distinct):")
+        print("  medians (signed pushes: URL token + MD5 signature + nonce, each push distinct):")
         print(f"    ceiling   {ceiling.rps:6.0f} req/s   p50 {ceiling.p50_ms:5.1f} ms   p99 {ceiling.p99_ms:5.1f} ms"
               f"   cpu {ceiling.cpu_ms:.2f} ms/req")
         print(f"    receiver  {signed.rps:6.0f} req/s   p50 {signed.p50_ms:5.1f} ms   p99 {signed.p99_ms:5.1f} ms"

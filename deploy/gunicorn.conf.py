@@ -3,14 +3,17 @@ import os
 from pathlib import Path
 
 bind = os.environ.get("GUNICORN_BIND", f"127.0.0.1:{os.environ.get('PORT', '8000')}")
-# Chosen by `make bench` on 2 cores (docs/benchmarks.md), receiver under wrk, 16 connections:
-#   2 x gthread, 4 threads: 408 req/s, 2.58 ms CPU per push
-#   2 x gthread, 2 threads: 525 req/s, 2.03 ms CPU per push   <- this
-#   2 x gthread, 1 thread : 1.96 ms CPU per push, but a push waiting on Redis idles its process
-#   3 or 4 x gthread, 1 thread, or 3 x sync: 2.1 to 2.9 ms CPU per push
-# One process per core; a second thread overlaps a push's Redis and SQLite waits with another's
-# work, more threads only fight over the GIL (CPU per push grows with the thread count). gthread
-# over sync keeps connections alive and does not let a slow client hold the only thread.
+# Chosen by `make bench` on 2 cores (docs/benchmarks.md): the receiver under wrk, 16 connections,
+# signed pushes, SQLite, measured again after this session's ingest changes (CPU per push in ms):
+#   2 x gthread, 2 threads: 1,350-1,780 req/s, 0.96-1.24 ms, p99 21-35 ms   <- this
+#   2 x gthread, 1 thread : 1,650-1,680 req/s, 1.02-1.05 ms, p99 22-29 ms
+#   3 x gthread, 1 thread : 1,590-1,650 req/s, 1.07-1.10 ms, p99 30-31 ms
+#   1 x gthread, 1 thread :   920-990 req/s,   1.09-1.16 ms (one core)
+#   2 x sync              : 1,660-1,770 req/s, 0.94-1.00 ms, p99 17-18 ms
+# Within the machine's noise (runs of one configuration differ by 20%) two processes are as good as
+# any: one per core. Of those, gthread keeps working while a thread waits on the database (on
+# PostgreSQL every statement is a round trip) or on a slow client, where a sync worker would idle
+# its only process; a third thread or process only adds GIL turns and context switches.
 # The database pool (5 per process, receiver/db.py; 1 on SQLite) must stay >= threads.
 workers = int(os.environ.get("GUNICORN_WORKERS", "2"))
 worker_class = os.environ.get("GUNICORN_WORKER_CLASS", "gthread")
