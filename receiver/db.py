@@ -54,7 +54,10 @@ class DriverStatement:
         """Compile `stmt` (an INSERT with parameters for the columns `names`, or bound parameters)."""
         compiled = stmt.compile(dialect=engine.dialect, column_keys=list(names) if names else None)  # type: ignore[attr-defined]
         processors = {
-            name: proc for name, bind in compiled.binds.items() if (proc := bind.type.bind_processor(engine.dialect))
+            name: proc
+            for name, bind in compiled.binds.items()
+            # The dialect's own type (SQLite's DATETIME writes its own text form, as everywhere else).
+            if (proc := bind.type.dialect_impl(engine.dialect).bind_processor(engine.dialect))
         }
         positions = tuple(compiled.positiontup or ()) if compiled.positional else None
         return cls(compiled.string, positions, processors)

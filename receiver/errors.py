@@ -62,7 +62,7 @@ class StaleTimestamp(PushRejected):
 
 
 class ReplayedNonce(PushRejected):
-    """This nonce was seen before within the window."""
+    """This nonce was spent by another push."""
 
     status = 401
     event = "callback.replayed_nonce"

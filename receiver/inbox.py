@@ -4,16 +4,16 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from functools import cache
-from typing import Mapping
+from typing import Any, Mapping
 
-from sqlalchemy import Engine, bindparam, select, update
+from sqlalchemy import Engine, bindparam, delete, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from receiver.db import DriverStatement, driver_cursor
 from receiver.errors import ReplayedNonce
-from receiver.models import Event, EventStatus, utcnow
+from receiver.models import Event, EventStatus, SpentNonce, utcnow
 from receiver.providers import Push, RawPush
 
 # Headers worth keeping with the raw event; cookies and proxies' own headers are not.
@@ -32,17 +32,32 @@ class Stored:
 
 # INSERT ... ON CONFLICT DO NOTHING: a duplicate costs one statement and no exception.
 _INSERT = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}
+NONCE_COLUMNS = ("source", "nonce", "seen_at")
 EVENT_COLUMNS = ("source", "message_type", "kind", "platform", "order_id", "dedupe_key", "nonce", "body_sha256",
                  "content_type", "headers", "body", "status", "attempts", "received_at", "updated_at")
 
 
+@dataclass(frozen=True)
+class _Statements:
+    """The inbox's statements, compiled once per engine."""
+
+    insert: DriverStatement  # the event, returning its id; none for a conflict
+    spent: DriverStatement  # is the nonce in `nonces`?
+    holder: DriverStatement  # the dedupe key of the event that holds the nonce, if one does
+    spend: DriverStatement  # put the nonce in `nonces`
+
+
 @cache
-def _statements(engine: Engine) -> tuple[DriverStatement, DriverStatement]:
-    """The inbox INSERT (returning the new id, none for a conflict) and the query for a seen nonce."""
-    table = Event.__table__
-    insert = _INSERT[engine.dialect.name](table).on_conflict_do_nothing().returning(table.c.id)
-    seen = select(table.c.id).where(table.c.source == bindparam("source"), table.c.nonce == bindparam("nonce"))
-    return DriverStatement.compile(engine, insert, EVENT_COLUMNS), DriverStatement.compile(engine, seen)
+def _statements(engine: Engine) -> _Statements:
+    events, nonces = Event.__table__, SpentNonce.__table__
+    insert = _INSERT[engine.dialect.name]
+    by_nonce = (bindparam("source"), bindparam("nonce"))
+    return _Statements(
+        insert=DriverStatement.compile(engine, insert(events).on_conflict_do_nothing().returning(events.c.id), EVENT_COLUMNS),
+        spent=DriverStatement.compile(engine, select(nonces.c.nonce).where(nonces.c.source == by_nonce[0], nonces.c.nonce == by_nonce[1])),
+        holder=DriverStatement.compile(engine, select(events.c.dedupe_key).where(events.c.source == by_nonce[0], events.c.nonce == by_nonce[1])),
+        spend=DriverStatement.compile(engine, insert(nonces).on_conflict_do_nothing(), NONCE_COLUMNS),
+    )
 
 
 def store_push(
@@ -50,11 +65,13 @@ def store_push(
 ) -> Stored:
     """Insert the raw event unless its dedupe key is already in the inbox; commit before returning.
 
-    The nonce is stored with the event under a unique (source, nonce), so a replay is refused
-    (ReplayedNonce) by the same INSERT, and a push we could not store leaves no nonce behind to
-    refuse its retry. A redelivery's nonce is not kept (its event is not): a replay of it is a
-    duplicate again, answered 200 and stored nowhere.
+    A nonce is spent once: by the event it arrives with (`events.nonce`, unique per source), or, when
+    the push is a duplicate, in `nonces`. A push whose nonce is spent is refused (ReplayedNonce),
+    unless it is the very push that spent it, sent again because our answer was lost: a duplicate.
+    The checks run in the transaction that stores the push, so a push we could not store leaves no
+    nonce behind to refuse its retry.
     """
+    now = received_at or utcnow()
     headers = {k.lower(): v for k, v in raw.headers.items() if k.lower() in KEPT_HEADERS}
     values = {
         "source": source,
@@ -70,20 +87,49 @@ def store_push(
         "body": raw.body,
         "status": EventStatus.RECEIVED if push.actionable else EventStatus.IGNORED,
         "attempts": 0,
-        "received_at": received_at or utcnow(),
-        "updated_at": received_at or utcnow(),
+        "received_at": now,
+        "updated_at": now,
     }
-    insert, seen = _statements(engine)
+    sql = _statements(engine)
     with driver_cursor(engine) as cursor:
-        cursor.execute(insert.sql, insert.params(values))
-        row = cursor.fetchone()
-        # Nothing inserted: a duplicate, or a replay. Only then is a second statement needed.
-        if row is None and nonce is not None:
-            cursor.execute(seen.sql, seen.params({"source": source, "nonce": nonce}))
-            if cursor.fetchone() is not None:
+        by_nonce = {"source": source, "nonce": nonce}
+        if nonce is not None and _first(cursor, sql.spent, by_nonce) is not None:
+            raise ReplayedNonce("nonce seen before")
+        row = _first(cursor, sql.insert, values)
+        if row is None and nonce is not None:  # a duplicate, or a replay
+            holder = _first(cursor, sql.holder, by_nonce)
+            if holder is None:
+                cursor.execute(sql.spend.sql, sql.spend.params({**by_nonce, "seen_at": now}))
+            elif holder[0] != push.dedupe_key:
                 raise ReplayedNonce("nonce seen before")
     event_id = row[0] if row else None
     return Stored(event_id=event_id, duplicate=event_id is None)
+
+
+def spend_nonce(engine: Engine, source: str, nonce: str) -> None:
+    """Spend the nonce of a push refused after its signature was checked; ReplayedNonce if it was spent."""
+    sql = _statements(engine)
+    with driver_cursor(engine) as cursor:
+        by_nonce = {"source": source, "nonce": nonce}
+        if _first(cursor, sql.holder, by_nonce) is not None or _first(cursor, sql.spent, by_nonce) is not None:
+            raise ReplayedNonce("nonce seen before")
+        cursor.execute(sql.spend.sql, sql.spend.params({**by_nonce, "seen_at": utcnow()}))
+
+
+def forget_nonces(engine: Engine, window: int) -> int:
+    """Delete the spent nonces seen over twice the timestamp window ago; return how many.
+
+    Twice: a timestamp may be up to a window ahead of our clock, and its nonce must outlive every
+    moment that timestamp still passes the window check.
+    """
+    with engine.begin() as conn:
+        stmt = delete(SpentNonce).where(SpentNonce.seen_at < utcnow() - timedelta(seconds=2 * window))
+        return conn.execute(stmt).rowcount
+
+
+def _first(cursor: Any, stmt: DriverStatement, values: Mapping[str, Any]) -> Any:
+    cursor.execute(stmt.sql, stmt.params(values))
+    return cursor.fetchone()
 
 
 def mark_queued(engine: Engine, event_ids: list[int]) -> None:

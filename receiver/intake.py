@@ -20,16 +20,17 @@ from receiver.errors import (
     BadSignature,
     BadToken,
     ForbiddenAddress,
+    MalformedPush,
     StaleTimestamp,
     StoreUnavailable,
     UnknownSource,
 )
-from receiver.inbox import Stored, store_push
+from receiver.inbox import Stored, spend_nonce, store_push
 from receiver.providers import Push, PushAuth, RawPush, family_for
 from receiver.services import Services
 
 log = logging.getLogger("receiver.callbacks")
-MAX_NONCE_LENGTH = 64  # the nonces table's column; the Xportcn family sends 32
+MAX_NONCE_LENGTH = 64  # the nonce columns' width; the Xportcn family sends 32
 
 
 def find_source(svc: Services, name: str) -> Source:
@@ -70,6 +71,16 @@ def check_fresh(svc: Services, auth: PushAuth) -> None:
         raise BadSignature(f"nonce longer than {MAX_NONCE_LENGTH} characters")
 
 
+def spend(svc: Services, source: Source, auth: PushAuth) -> None:
+    """Spend the nonce of a signed push we refuse after checking its signature (ReplayedNonce if spent)."""
+    if auth.nonce is None:
+        return
+    try:
+        spend_nonce(svc.engine, source.name, auth.nonce)
+    except SQLAlchemyError:  # the push is refused either way
+        log.warning("callback.nonce_unrecorded source=%s", source.name)
+
+
 def accept(svc: Services, source_name: str, token: str | None, client_ip: str | None, raw: RawPush) -> tuple[Push, Stored]:
     """Verify, validate and store one push; raise a PushRejected subclass for anything refused."""
     source = find_source(svc, source_name)
@@ -78,7 +89,11 @@ def accept(svc: Services, source_name: str, token: str | None, client_ip: str | 
     family = family_for(source.family)
     auth = family.authenticate(source, raw)
     check_fresh(svc, auth)
-    push = family.parse_push(source, raw)
+    try:
+        push = family.parse_push(source, raw)
+    except MalformedPush:
+        spend(svc, source, auth)  # its headers are not to be used again with another body
+        raise
     try:
         stored = store_push(svc.engine, source.name, raw, push, nonce=auth.nonce)
     except SQLAlchemyError as err:  # the provider must retry: never a false 200

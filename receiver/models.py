@@ -99,6 +99,20 @@ class Event(Base):
     processed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
 
+class SpentNonce(Base):
+    """A nonce spent by a push that left no event of its own: a redelivery, or a malformed push.
+
+    Every other nonce is kept on its event (`Event.nonce`). Kept twice the timestamp window; past
+    that, a replay's timestamp is refused anyway.
+    """
+
+    __tablename__ = "nonces"
+
+    source: Mapped[str] = mapped_column(String(64), primary_key=True)
+    nonce: Mapped[str] = mapped_column(String(64), primary_key=True)
+    seen_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
+
+
 class Order(Base):
     """Our copy of one provider order, as last re-fetched from the provider's API."""
 

@@ -109,8 +109,9 @@ class Checkpointer:
                 threading.Thread(target=checkpointer._run, name="sqlite-checkpoint", daemon=True).start()
 
     def _run(self) -> None:
-        conn = sqlite3.connect(self.path, timeout=self.timeout, isolation_level=None, check_same_thread=False)
+        conn = None
         try:
+            conn = sqlite3.connect(self.path, timeout=self.timeout, isolation_level=None, check_same_thread=False)
             while os.path.exists(self.path):  # a database deleted (a test's) needs no more checkpoints
                 time.sleep(CHECKPOINT_INTERVAL)
                 try:
@@ -118,8 +119,11 @@ class Checkpointer:
                     conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
                 except sqlite3.Error as err:
                     log.warning("sqlite.checkpoint_failed error=%s", err)
+        except sqlite3.Error as err:
+            log.warning("sqlite.checkpointer_stopped error=%s", err)
         finally:
-            conn.close()
+            if conn is not None:
+                conn.close()
             with self._lock:
                 self._running.pop((os.getpid(), self.path), None)
 
@@ -148,9 +152,12 @@ def sqlite_engine(url: str, timeout: float) -> Engine:
         for pragma in ("journal_mode=WAL", "synchronous=NORMAL", f"busy_timeout={int(timeout * 1000)}", "foreign_keys=ON"):
             dbapi_conn.execute(f"PRAGMA {pragma}")
         if on_disk:
-            dbapi_conn.lock_fd = os.open(f"{database}-writer.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            # Read-only is enough for flock, whoever created the file (a CLI run as another user).
+            dbapi_conn.lock_fd = os.open(f"{database}-writer.lock", os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC, 0o644)
             dbapi_conn.lock_timeout = timeout
-            dbapi_conn.execute("PRAGMA wal_autocheckpoint=0")  # the Checkpointer's job
+            # The Checkpointer's job; the automatic one, at 40 MB of WAL instead of 4, only bounds the
+            # WAL should the Checkpointer not run.
+            dbapi_conn.execute("PRAGMA wal_autocheckpoint=10000")
             Checkpointer.ensure(database, timeout)
 
     @event.listens_for(engine, "begin")

@@ -26,7 +26,7 @@ from werkzeug.serving import make_server
 from receiver import create_app
 from receiver.config import Settings, load_settings
 from receiver.migrate import upgrade
-from receiver.models import Alert, Event, Order, OrderChange, OrderLine
+from receiver.models import Alert, Event, Order, OrderChange, OrderLine, SpentNonce
 from receiver.sandbox import Sandbox
 from receiver.sandbox.dajisaas import DajisaasProvider
 from receiver.sandbox.xportcn import XportcnProvider
@@ -332,6 +332,6 @@ def clean_state(request: pytest.FixtureRequest) -> Iterator[None]:
         services.redis.delete(services.settings.namespace, *services.redis.scan_iter(services.key("rejections", "*")))
         engine = services.engine
         with engine.begin() as conn:
-            for table in (OrderChange, OrderLine, Order, Event, Alert):
+            for table in (OrderChange, OrderLine, Order, Event, SpentNonce, Alert):
                 conn.execute(delete(table))
     yield

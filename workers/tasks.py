@@ -11,7 +11,7 @@ from redis.exceptions import RedisError
 
 from receiver import alerts, logs
 from receiver.errors import TransientProviderError
-from receiver.inbox import mark_queued
+from receiver.inbox import forget_nonces, mark_queued
 from receiver.models import utcnow
 from receiver.providers import OrderRef
 from receiver.services import services
@@ -69,10 +69,12 @@ def refetch_order(self, source: str, platform: str, order_id: str, lookup: dict[
 @shared_task(name="workers.tasks.sweep_inbox")
 def sweep_inbox() -> int:
     """Enqueue again the events that waited too long (their enqueue failed, or their worker died),
-    and the alerts whose delivery was never queued."""
-    for alert_id in alerts.pending(services()):
+    and the alerts whose delivery was never queued; forget spent nonces too old to matter."""
+    svc = services()
+    forget_nonces(svc.engine, svc.settings.timestamp_window)
+    for alert_id in alerts.pending(svc):
         deliver_alert.apply_async((alert_id,), retry=False)
-    return requeue(pipeline.stuck_events(services()))
+    return requeue(pipeline.stuck_events(svc))
 
 
 @shared_task(bind=True, name=alerts.DELIVER_TASK, max_retries=None)

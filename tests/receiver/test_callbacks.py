@@ -5,11 +5,14 @@ import dataclasses
 import ipaddress
 import json
 import time
+from datetime import timedelta
 
 import pytest
-from sqlalchemy import select
 
-from receiver.models import Event, EventStatus
+from sqlalchemy import insert, select
+
+from receiver.inbox import forget_nonces
+from receiver.models import Event, EventStatus, SpentNonce, utcnow
 from receiver.providers import xportcn
 from tests.conftest import CREDENTIALS, TOKENS
 
@@ -150,6 +153,38 @@ def test_database_down_is_503_so_the_provider_retries(make_app, tmp_path):
     app = make_app(database_url=f"sqlite:///{tmp_path}/missing/dir/receiver.db")
     resp = app.test_client().post(URL, json=envelope())
     assert resp.status_code == 503 and resp.json["ok"] is False
+
+
+@pytest.mark.parametrize("first", ["redelivery", "malformed"])
+def test_a_nonce_spent_without_an_event_is_not_spent_again(app, client, first):
+    # The family signs key, timestamp and nonce, not the body: headers seen once must not carry another body.
+    original = envelope()
+    assert client.post(URL, json=original, headers=signed()).status_code == 200
+    headers = signed()
+    spent = original if first == "redelivery" else envelope(messageType=None)
+    assert client.post(URL, json=spent, headers=headers).status_code == (200 if first == "redelivery" else 400)
+    forged = client.post(URL, json=envelope(messageType="ORDER_CANCEL"), headers=headers)
+    assert forged.status_code == 401 and "nonce" in forged.json["error"]
+    assert [e.message_type for e in stored_events(app)] == [original["messageType"]]
+
+
+def test_the_same_push_sent_again_after_a_lost_answer_is_a_duplicate(app, client):
+    headers, body = signed(), envelope()
+    assert client.post(URL, json=body, headers=headers).status_code == 200
+    assert client.post(URL, json=body, headers=headers).status_code == 200
+    assert len(stored_events(app)) == 1
+
+
+def test_spent_nonces_are_forgotten_after_twice_the_window(app, settings):
+    engine = app.extensions["receiver"].engine
+    window = settings.timestamp_window
+    old, recent = utcnow() - timedelta(seconds=2 * window + 5), utcnow() - timedelta(seconds=2 * window - 5)
+    with engine.begin() as conn:
+        conn.execute(insert(SpentNonce), [{"source": "demo", "nonce": "old", "seen_at": old},
+                                          {"source": "demo", "nonce": "recent", "seen_at": recent}])
+    assert forget_nonces(engine, window) == 1
+    with engine.connect() as conn:
+        assert conn.execute(select(SpentNonce.nonce)).scalars().all() == ["recent"]
 
 
 def test_a_push_refused_for_want_of_a_database_keeps_its_nonce_for_the_retry(app, client, make_app, tmp_path):

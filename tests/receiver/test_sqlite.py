@@ -68,7 +68,8 @@ def test_committed_rows_reach_the_database_file_by_the_checkpointer(url, tmp_pat
     for _ in range(500):
         with engine.begin() as conn:
             conn.execute(text("INSERT INTO t VALUES (randomblob(1000))"))
-    # Commits write the WAL only (no automatic checkpoint): growth of the file is the checkpointer's.
+    # Commits write the WAL only (500 pages are far below the automatic checkpoint's 10,000): growth
+    # of the database file is the checkpointer's.
     deadline = time.monotonic() + 10
     while database.stat().st_size < before + 400_000 and time.monotonic() < deadline:
         time.sleep(0.05)
