@@ -97,11 +97,7 @@ def store_push(
             raise ReplayedNonce("nonce seen before")
         row = _first(cursor, sql.insert, values)
         if row is None and nonce is not None:  # a duplicate, or a replay
-            holder = _first(cursor, sql.holder, by_nonce)
-            if holder is None:
-                cursor.execute(sql.spend.sql, sql.spend.params({**by_nonce, "seen_at": now}))
-            elif holder[0] != push.dedupe_key:
-                raise ReplayedNonce("nonce seen before")
+            _spend(cursor, sql, by_nonce, now, same_push=push.dedupe_key)
     event_id = row[0] if row else None
     return Stored(event_id=event_id, duplicate=event_id is None)
 
@@ -111,9 +107,19 @@ def spend_nonce(engine: Engine, source: str, nonce: str) -> None:
     sql = _statements(engine)
     with driver_cursor(engine) as cursor:
         by_nonce = {"source": source, "nonce": nonce}
-        if _first(cursor, sql.holder, by_nonce) is not None or _first(cursor, sql.spent, by_nonce) is not None:
+        if _first(cursor, sql.spent, by_nonce) is not None:
             raise ReplayedNonce("nonce seen before")
-        cursor.execute(sql.spend.sql, sql.spend.params({**by_nonce, "seen_at": utcnow()}))
+        _spend(cursor, sql, by_nonce, utcnow())
+
+
+def _spend(cursor: Any, sql: _Statements, by_nonce: Mapping[str, str], now: datetime, same_push: str | None = None) -> None:
+    """Put a nonce no event holds into `nonces`; ReplayedNonce if an event holds it, unless that
+    event is `same_push` (its dedupe key): the very push, sent again."""
+    holder = _first(cursor, sql.holder, by_nonce)
+    if holder is None:
+        cursor.execute(sql.spend.sql, sql.spend.params({**by_nonce, "seen_at": now}))
+    elif holder[0] != same_push:
+        raise ReplayedNonce("nonce seen before")
 
 
 def forget_nonces(engine: Engine, window: int) -> int:
