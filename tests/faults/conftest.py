@@ -77,8 +77,11 @@ class Stack:
 
     def start_worker(self) -> None:
         n = sum(1 for name in self.procs if name.startswith("worker"))
-        self._spawn(f"worker{n}", [sys.executable, "-m", "celery", "-A", "workers.app", "worker", "--pool", "threads",
-                                   "--concurrency", "4", "--loglevel", "INFO", "--without-gossip", "--without-mingle"])
+        # The prefork pool, as deployed (Procfile, deploy/). With `--pool threads`, a task thread that
+        # rejected its message on a connection Redis had just dropped left the consumer stuck for good
+        # (kombu: 'NoneType' object has no attribute 'hostname'); in prefork the main process acks.
+        self._spawn(f"worker{n}", [sys.executable, "-m", "celery", "-A", "workers.app", "worker", "--concurrency", "2",
+                                   "--loglevel", "INFO", "--without-gossip", "--without-mingle"])
         wait_for(lambda: "ready." in self.log(f"worker{n}"), timeout=30)
 
     def start_beat(self) -> None:
