@@ -8,7 +8,7 @@ from datetime import datetime, timedelta
 from functools import cache
 from typing import Any, Mapping
 
-from sqlalchemy import Engine, bindparam, delete, select, update
+from sqlalchemy import Engine, bindparam, delete, exists, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from receiver.db import DriverStatement, driver_cursor
@@ -16,10 +16,9 @@ from receiver.errors import ReplayedNonce
 from receiver.models import Event, EventStatus, SpentNonce, utcnow
 from receiver.providers import Push, RawPush
 
-# Headers worth keeping with the raw event; cookies and proxies' own headers are not.
-KEPT_HEADERS = frozenset(
-    {"content-type", "content-length", "user-agent", "access-key", "timestamp", "nonce-str", "signature", "user-id"}
-)
+# Headers worth keeping with the raw event; cookies and proxies' own headers are not. Looked up by
+# name in the push's case-insensitive headers, which is cheaper than going through all of them.
+KEPT_HEADERS = ("access-key", "content-length", "content-type", "nonce-str", "signature", "timestamp", "user-agent", "user-id")
 
 
 @dataclass(frozen=True)
@@ -41,7 +40,7 @@ EVENT_COLUMNS = ("source", "message_type", "kind", "platform", "order_id", "dedu
 class _Statements:
     """The inbox's statements, compiled once per engine."""
 
-    insert: DriverStatement  # the event, returning its id; none for a conflict
+    insert: DriverStatement  # the event unless its nonce is in `nonces`, returning its id; none for a conflict
     spent: DriverStatement  # is the nonce in `nonces`?
     holder: DriverStatement  # the dedupe key of the event that holds the nonce, if one does
     spend: DriverStatement  # put the nonce in `nonces`
@@ -52,8 +51,13 @@ def _statements(engine: Engine) -> _Statements:
     events, nonces = Event.__table__, SpentNonce.__table__
     insert = _INSERT[engine.dialect.name]
     by_nonce = (bindparam("source"), bindparam("nonce"))
+    # INSERT ... SELECT ... WHERE NOT EXISTS: the nonce check and the insert in one statement.
+    unspent = ~exists().where(nonces.c.source == by_nonce[0], nonces.c.nonce == by_nonce[1])
+    row = select(*(bindparam(name, type_=events.c[name].type) for name in EVENT_COLUMNS)).where(unspent)
     return _Statements(
-        insert=DriverStatement.compile(engine, insert(events).on_conflict_do_nothing().returning(events.c.id), EVENT_COLUMNS),
+        insert=DriverStatement.compile(
+            engine, insert(events).from_select(EVENT_COLUMNS, row).on_conflict_do_nothing().returning(events.c.id)
+        ),
         spent=DriverStatement.compile(engine, select(nonces.c.nonce).where(nonces.c.source == by_nonce[0], nonces.c.nonce == by_nonce[1])),
         holder=DriverStatement.compile(engine, select(events.c.dedupe_key).where(events.c.source == by_nonce[0], events.c.nonce == by_nonce[1])),
         spend=DriverStatement.compile(engine, insert(nonces).on_conflict_do_nothing(), NONCE_COLUMNS),
@@ -72,7 +76,7 @@ def store_push(
     nonce behind to refuse its retry.
     """
     now = received_at or utcnow()
-    headers = {k.lower(): v for k, v in raw.headers.items() if k.lower() in KEPT_HEADERS}
+    headers = {name: value for name in KEPT_HEADERS if (value := raw.headers.get(name)) is not None}
     values = {
         "source": source,
         "message_type": push.message_type,
@@ -83,7 +87,7 @@ def store_push(
         "nonce": nonce,
         "body_sha256": hashlib.sha256(raw.body).hexdigest(),
         "content_type": raw.content_type[:128],
-        "headers": json.dumps(headers, sort_keys=True),
+        "headers": json.dumps(headers),  # KEPT_HEADERS is sorted
         "body": raw.body,
         "status": EventStatus.RECEIVED if push.actionable else EventStatus.IGNORED,
         "attempts": 0,
@@ -92,29 +96,24 @@ def store_push(
     }
     sql = _statements(engine)
     with driver_cursor(engine) as cursor:
-        by_nonce = {"source": source, "nonce": nonce}
-        if nonce is not None and _first(cursor, sql.spent, by_nonce) is not None:
-            raise ReplayedNonce("nonce seen before")
         row = _first(cursor, sql.insert, values)
         if row is None and nonce is not None:  # a duplicate, or a replay
-            _spend(cursor, sql, by_nonce, now, same_push=push.dedupe_key)
+            _spend(cursor, sql, {"source": source, "nonce": nonce}, now, same_push=push.dedupe_key)
     event_id = row[0] if row else None
     return Stored(event_id=event_id, duplicate=event_id is None)
 
 
 def spend_nonce(engine: Engine, source: str, nonce: str) -> None:
     """Spend the nonce of a push refused after its signature was checked; ReplayedNonce if it was spent."""
-    sql = _statements(engine)
     with driver_cursor(engine) as cursor:
-        by_nonce = {"source": source, "nonce": nonce}
-        if _first(cursor, sql.spent, by_nonce) is not None:
-            raise ReplayedNonce("nonce seen before")
-        _spend(cursor, sql, by_nonce, utcnow())
+        _spend(cursor, _statements(engine), {"source": source, "nonce": nonce}, utcnow())
 
 
 def _spend(cursor: Any, sql: _Statements, by_nonce: Mapping[str, str], now: datetime, same_push: str | None = None) -> None:
-    """Put a nonce no event holds into `nonces`; ReplayedNonce if an event holds it, unless that
-    event is `same_push` (its dedupe key): the very push, sent again."""
+    """Put a nonce nobody spent into `nonces`; ReplayedNonce if it is there already, or if an event
+    holds it, unless that event is `same_push` (its dedupe key): the very push, sent again."""
+    if _first(cursor, sql.spent, by_nonce) is not None:
+        raise ReplayedNonce("nonce seen before")
     holder = _first(cursor, sql.holder, by_nonce)
     if holder is None:
         cursor.execute(sql.spend.sql, sql.spend.params({**by_nonce, "seen_at": now}))

@@ -42,7 +42,7 @@ STATUS_RANK = {
 class RawPush:
     """A push as it came over HTTP: what every family's verifier and parser read."""
 
-    headers: Mapping[str, str]
+    headers: Mapping[str, str]  # read by lower-case name: the request's case-insensitive headers, or stored ones
     body: bytes
     content_type: str
 
