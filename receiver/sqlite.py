@@ -20,7 +20,7 @@ import os
 import sqlite3
 import threading
 import time
-from typing import Any
+from typing import Any, Callable
 
 from sqlalchemy import Engine, create_engine, event, make_url
 from sqlalchemy.exc import DBAPIError
@@ -75,12 +75,20 @@ class WriterLockedConnection(sqlite3.Connection):
 
 def _flock(fd: int, timeout: float) -> None:
     """Take an exclusive flock, or fail as SQLite does ("database is locked") after `timeout` seconds."""
+    until_unlocked(lambda: fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB), timeout)
+
+
+def until_unlocked(attempt: Callable[[], object], timeout: float) -> None:
+    """Run `attempt` until it stops meeting a lock, polling in 0.05-1 ms steps; after `timeout` seconds
+    fail as SQLite does ("database is locked")."""
     delay, deadline = 0.00005, time.monotonic() + timeout
     while True:
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            attempt()
             return
-        except BlockingIOError:
+        except (BlockingIOError, sqlite3.OperationalError) as err:
+            if isinstance(err, sqlite3.OperationalError) and "database is locked" not in str(err):
+                raise
             if time.monotonic() > deadline:
                 raise sqlite3.OperationalError("database is locked") from None
             time.sleep(delay)
@@ -149,8 +157,11 @@ def sqlite_engine(url: str, timeout: float) -> Engine:
         dbapi_conn.isolation_level = None
         # WAL lets the web process write while workers read; NORMAL sync is durable in WAL mode
         # against process crashes, which is what "stored before 200" needs on one machine.
-        for pragma in ("journal_mode=WAL", "synchronous=NORMAL", f"busy_timeout={int(timeout * 1000)}", "foreign_keys=ON"):
-            dbapi_conn.execute(f"PRAGMA {pragma}")
+        pragmas = ("journal_mode=WAL", "synchronous=NORMAL", f"busy_timeout={int(timeout * 1000)}", "foreign_keys=ON")
+        # A new connection's set-up can get "database is locked" at once, without the busy handler,
+        # while other processes start too (seen under load at gunicorn's start, a 503 to the
+        # provider): tried again, as the busy handler would, until the timeout.
+        until_unlocked(lambda: [dbapi_conn.execute(f"PRAGMA {pragma}") for pragma in pragmas], timeout)
         if on_disk:
             # Read-only is enough for flock, whoever created the file (a CLI run as another user).
             dbapi_conn.lock_fd = os.open(f"{database}-writer.lock", os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC, 0o644)

@@ -1,6 +1,7 @@
 """SQLite shared by several processes: writers take turns without sleeping, checkpoints happen aside."""
 from __future__ import annotations
 
+import sqlite3
 import threading
 import time
 
@@ -76,3 +77,29 @@ def test_committed_rows_reach_the_database_file_by_the_checkpointer(url, tmp_pat
     while database.stat().st_size < before + 400_000 and time.monotonic() < deadline:
         time.sleep(0.05)
     assert database.stat().st_size >= before + 400_000
+
+
+@pytest.mark.parametrize("error", [sqlite3.OperationalError("database is locked"), BlockingIOError()])
+def test_what_meets_a_lock_is_tried_again_until_it_gets_through(error):
+    # As a new connection's set-up is: it can meet SQLITE_BUSY at once, without the busy handler.
+    tries = []
+
+    def attempt() -> None:
+        tries.append(time.monotonic())
+        if len(tries) < 3:
+            raise error
+
+    sqlite.until_unlocked(attempt, timeout=1)
+    assert len(tries) == 3
+
+
+def test_an_error_other_than_a_lock_is_not_tried_again():
+    tries = []
+
+    def attempt() -> None:
+        tries.append(1)
+        raise sqlite3.OperationalError("disk I/O error")
+
+    with pytest.raises(sqlite3.OperationalError, match="disk I/O error"):
+        sqlite.until_unlocked(attempt, timeout=1)
+    assert tries == [1]
