@@ -7,6 +7,7 @@ import random
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
@@ -31,7 +32,13 @@ COMPARED = ("status", "raw_status", "product_amount", "shipping_fee", "discount"
 
 
 class Stack:
-    """The service's real processes, each one startable, stoppable and killable by a scenario."""
+    """The service's real processes, each one startable, stoppable and killable by a scenario.
+
+    Workers are supervised as deploy/ does it (systemd, Compose, Kubernetes): one that exits
+    unless a scenario stopped it is started again. Kombu can end a worker with "Unrecoverable
+    error" (AttributeError ... 'hostname') when a task's late ack meets the reconnection after
+    Redis died; what matters is that nothing is lost and the restarted worker catches up.
+    """
 
     def __init__(self, environ: dict[str, str], tmp: Path) -> None:
         self.tmp = tmp
@@ -52,6 +59,11 @@ class Stack:
         }
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.url = f"http://127.0.0.1:{self.web_port}"
+        self.stopped: set[str] = set()  # by the scenario: not to be restarted
+        self.restarted: list[str] = []  # workers that exited on their own
+        self.closing = threading.Event()
+        self.spawning = threading.Lock()  # the supervisor and a scenario may start a worker at once
+        self.supervisor = threading.Thread(target=self._supervise, name="supervisor", daemon=True)
 
     def _spawn(self, name: str, cmd: list[str]) -> subprocess.Popen[bytes]:
         log = open(self.tmp / f"{name}.log", "ab")  # noqa: SIM115 - the child owns it
@@ -76,19 +88,31 @@ class Stack:
         wait_for(lambda: _answers(f"{self.url}/healthz"), timeout=20)
 
     def start_worker(self) -> None:
-        n = sum(1 for name in self.procs if name.startswith("worker"))
-        # The prefork pool, as deployed (Procfile, deploy/). With `--pool threads`, a task thread that
-        # rejected its message on a connection Redis had just dropped left the consumer stuck for good
-        # (kombu: 'NoneType' object has no attribute 'hostname'); in prefork the main process acks.
-        self._spawn(f"worker{n}", [sys.executable, "-m", "celery", "-A", "workers.app", "worker", "--concurrency", "2",
-                                   "--loglevel", "INFO", "--without-gossip", "--without-mingle"])
+        with self.spawning:
+            n = sum(1 for name in self.procs if name.startswith("worker"))
+            # The prefork pool, as deployed (Procfile, deploy/).
+            self._spawn(f"worker{n}", [sys.executable, "-m", "celery", "-A", "workers.app", "worker", "--concurrency", "2",
+                                       "--loglevel", "INFO", "--without-gossip", "--without-mingle"])
         wait_for(lambda: "ready." in self.log(f"worker{n}"), timeout=30)
 
     def start_beat(self) -> None:
         self._spawn("beat", [sys.executable, "-m", "celery", "-A", "workers.app", "beat", "--loglevel", "INFO",
                              "--schedule", str(self.tmp / "beat-schedule")])
 
+    def supervise(self) -> None:
+        """Start restarting workers that exit on their own."""
+        self.supervisor.start()
+
+    def _supervise(self) -> None:
+        while not self.closing.wait(0.5):
+            for name, proc in list(self.procs.items()):
+                if name.startswith("worker") and name not in self.stopped and proc.poll() is not None:
+                    self.stopped.add(name)
+                    self.restarted.append(name)
+                    self.start_worker()
+
     def stop(self, name: str, sig: int = signal.SIGTERM) -> None:
+        self.stopped.add(name)
         proc = self.procs[name]
         if proc.poll() is None:
             proc.send_signal(sig)
@@ -99,9 +123,12 @@ class Stack:
                 proc.wait()
 
     def worker_name(self) -> str:
-        return [n for n in self.procs if n.startswith("worker")][-1]
+        return [n for n in list(self.procs) if n.startswith("worker")][-1]
 
     def stop_all(self) -> None:
+        self.closing.set()
+        if self.supervisor.is_alive():
+            self.supervisor.join()
         for name in reversed(list(self.procs)):
             self.stop(name, signal.SIGKILL if name == "redis" else signal.SIGTERM)
 
@@ -273,6 +300,7 @@ def stack(environ: dict[str, str], tmp_path: Path, app: Any) -> Iterator[Stack]:
         s.start_web()
         s.start_worker()
         s.start_beat()
+        s.supervise()
         yield s
     finally:
         s.stop_all()
