@@ -93,6 +93,26 @@ def test_what_meets_a_lock_is_tried_again_until_it_gets_through(error):
     assert len(tries) == 3
 
 
+def test_a_new_connection_whose_set_up_meets_a_lock_gets_through(tmp_path, monkeypatch):
+    # The race seen at gunicorn's start (a PRAGMA failing at once while other processes start) does
+    # not reproduce on demand: the driver connection fails its first journal_mode PRAGMA instead.
+    class BusyAtFirst(sqlite.WriterLockedConnection):
+        failed = False
+
+        def execute(self, sql: str, *args):  # type: ignore[no-untyped-def]
+            if sql.startswith("PRAGMA journal_mode") and not BusyAtFirst.failed:
+                BusyAtFirst.failed = True
+                raise sqlite3.OperationalError("database is locked")
+            return super().execute(sql, *args)
+
+    monkeypatch.setattr(sqlite, "WriterLockedConnection", BusyAtFirst)
+    engine = make_engine(f"sqlite:///{tmp_path}/new.db", timeout=1)
+    with engine.begin() as conn:
+        assert conn.execute(text("PRAGMA journal_mode")).scalar() == "wal"
+    assert BusyAtFirst.failed
+    engine.dispose()
+
+
 def test_an_error_other_than_a_lock_is_not_tried_again():
     tries = []
 
