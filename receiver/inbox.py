@@ -50,16 +50,16 @@ class _Statements:
 def _statements(engine: Engine) -> _Statements:
     events, nonces = Event.__table__, SpentNonce.__table__
     insert = _INSERT[engine.dialect.name]
-    by_nonce = (bindparam("source"), bindparam("nonce"))
+    source, nonce = bindparam("source"), bindparam("nonce")
+    in_nonces = (nonces.c.source == source, nonces.c.nonce == nonce)
     # INSERT ... SELECT ... WHERE NOT EXISTS: the nonce check and the insert in one statement.
-    unspent = ~exists().where(nonces.c.source == by_nonce[0], nonces.c.nonce == by_nonce[1])
-    row = select(*(bindparam(name, type_=events.c[name].type) for name in EVENT_COLUMNS)).where(unspent)
+    row = select(*(bindparam(name, type_=events.c[name].type) for name in EVENT_COLUMNS)).where(~exists().where(*in_nonces))
     return _Statements(
         insert=DriverStatement.compile(
             engine, insert(events).from_select(EVENT_COLUMNS, row).on_conflict_do_nothing().returning(events.c.id)
         ),
-        spent=DriverStatement.compile(engine, select(nonces.c.nonce).where(nonces.c.source == by_nonce[0], nonces.c.nonce == by_nonce[1])),
-        holder=DriverStatement.compile(engine, select(events.c.dedupe_key).where(events.c.source == by_nonce[0], events.c.nonce == by_nonce[1])),
+        spent=DriverStatement.compile(engine, select(nonces.c.nonce).where(*in_nonces)),
+        holder=DriverStatement.compile(engine, select(events.c.dedupe_key).where(events.c.source == source, events.c.nonce == nonce)),
         spend=DriverStatement.compile(engine, insert(nonces).on_conflict_do_nothing(), NONCE_COLUMNS),
     )
 

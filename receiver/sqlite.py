@@ -38,7 +38,8 @@ class WriterLockedConnection(sqlite3.Connection):
     def begin_immediate(self) -> None:
         """Take the flock, then SQLite's write lock."""
         if self.lock_fd is not None:
-            _flock(self.lock_fd, self.lock_timeout)
+            fd = self.lock_fd
+            until_unlocked(lambda: fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB), self.lock_timeout)
         try:
             self.execute("BEGIN IMMEDIATE")
         except BaseException:
@@ -71,11 +72,6 @@ class WriterLockedConnection(sqlite3.Connection):
     def _unlock(self) -> None:
         if self.lock_fd is not None:
             fcntl.flock(self.lock_fd, fcntl.LOCK_UN)
-
-
-def _flock(fd: int, timeout: float) -> None:
-    """Take an exclusive flock, or fail as SQLite does ("database is locked") after `timeout` seconds."""
-    until_unlocked(lambda: fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB), timeout)
 
 
 def until_unlocked(attempt: Callable[[], object], timeout: float) -> None:
@@ -157,11 +153,14 @@ def sqlite_engine(url: str, timeout: float) -> Engine:
         dbapi_conn.isolation_level = None
         # WAL lets the web process write while workers read; NORMAL sync is durable in WAL mode
         # against process crashes, which is what "stored before 200" needs on one machine.
-        pragmas = ("journal_mode=WAL", "synchronous=NORMAL", f"busy_timeout={int(timeout * 1000)}", "foreign_keys=ON")
+        def configure() -> None:
+            for pragma in ("journal_mode=WAL", "synchronous=NORMAL", f"busy_timeout={int(timeout * 1000)}", "foreign_keys=ON"):
+                dbapi_conn.execute(f"PRAGMA {pragma}")
+
         # A new connection's set-up can get "database is locked" at once, without the busy handler,
         # while other processes start too (seen under load at gunicorn's start, a 503 to the
         # provider): tried again, as the busy handler would, until the timeout.
-        until_unlocked(lambda: [dbapi_conn.execute(f"PRAGMA {pragma}") for pragma in pragmas], timeout)
+        until_unlocked(configure, timeout)
         if on_disk:
             # Read-only is enough for flock, whoever created the file (a CLI run as another user).
             dbapi_conn.lock_fd = os.open(f"{database}-writer.lock", os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC, 0o644)
