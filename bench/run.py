@@ -30,6 +30,7 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import Engine, make_url
 
 from bench import pushes
+from bench.variants import VARIANTS
 from receiver.migrate import upgrade
 from receiver.providers import xportcn as spec
 from receiver.sandbox import Sandbox
@@ -395,6 +396,8 @@ class Bench:
               + (f" ({conf['threads']} threads)" if conf["worker_class"] == "gthread" else "")
               + f"; wrk: {a.wrk_threads} thread(s), {a.connections} connections;"
               + f" {a.rounds} rounds of {a.duration:.0f} s per side after {a.warmup:.0f} s of warm-up")
+        if a.variant:
+            print(f"receiver: variant {a.variant} (bench/variants.py), not the service as it runs")
         started = time.monotonic()
         per_run, warm = int(a.max_rate * (a.duration + 1)), int(a.max_rate * (a.warmup + 1))
         files = {name: self.load_file(name, warm, signed=True) for name in ("warm-ceiling", "warm-receiver")}
@@ -454,7 +457,8 @@ class Bench:
     def receiver(self) -> str:
         """The receiver's gunicorn, started once and kept for the burst."""
         if "receiver" not in self.procs.started:
-            self.receiver_url = self.gunicorn("receiver", "wsgi:app")
+            variant = self.args.variant
+            self.receiver_url = self.gunicorn("receiver", f"bench.variants:build({variant!r})" if variant else "wsgi:app")
         return self.receiver_url
 
     # --- 2. the burst with the worker running -----------------------------------------------
@@ -561,6 +565,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--worker-concurrency", type=int, default=2, help="as the Procfile's worker")
     p.add_argument("--database-url", help="a PostgreSQL server URL to bench on (a new database is made); default SQLite")
     p.add_argument("--broker-url", default=os.environ.get("RECEIVER_BROKER_URL", "redis://127.0.0.1:6379/0"))
+    p.add_argument("--variant", choices=VARIANTS, help="the receiver with a part of its callback path taken out"
+                   " (bench/variants.py), to price that part; throughput only")
     p.add_argument("--skip-throughput", action="store_true")
     p.add_argument("--skip-burst", action="store_true")
     p.add_argument("--seed", type=int, default=7)
@@ -571,6 +577,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark and print its figures; 1 when a part could not run."""
     args = parse_args(argv)
+    if args.variant:
+        args.skip_burst = True  # a variant drops work a push needs: the burst would never come true
     if shutil.which("wrk") is None:
         print("wrk is not installed (Debian: apt-get install wrk; `make bench` does it)", file=sys.stderr)
         return 1

@@ -1,0 +1,79 @@
+"""The receiver with one part of the callback path taken out, to price each part under gunicorn.
+
+`python -m bench.run --variant NAME` serves `bench.variants:build(NAME)` in the receiver's place,
+with the same gunicorn configuration and the same load, beside the same ceiling; the change in the
+ratio is what that part costs. None of these is a way to run the service: each drops something a
+push needs.
+
+- no-publish: pushes are stored but no task is queued for them.
+- no-store:   nothing is stored and nothing queued (the inbox INSERT answers "new" at once).
+- no-parse:   no-store, and the body is not parsed (a fixed Push stands in for it).
+- bare-wsgi:  the whole callback path (checks, parse, store, publish) as a plain WSGI function in
+              front of Flask, without Flask's request and response objects, the blueprint's hooks
+              (metrics, log context) or its error handlers: what Flask costs a push.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, Iterable
+from urllib.parse import parse_qs
+
+from flask import Flask
+from werkzeug.datastructures import EnvironHeaders
+
+from receiver import create_app, intake
+from receiver.errors import PushRejected
+from receiver.inbox import Stored
+from receiver.providers import OrderRef, Push, RawPush, xportcn
+
+VARIANTS = ("no-publish", "no-store", "no-parse", "bare-wsgi")
+PREFIX = "/callbacks/"
+
+
+def _no_store(*_: Any, **__: Any) -> Stored:
+    return Stored(event_id=None, duplicate=False)  # no id: nothing to publish either
+
+
+def _fixed_push(push: Push) -> Callable[..., Push]:
+    return lambda self, source, raw: push
+
+
+def _bare_wsgi(app: Flask) -> Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]:
+    """The callback path without Flask; every other path still goes to the app."""
+    svc, publisher, flask_app = app.extensions["receiver"], app.extensions["publisher"], app.wsgi_app
+
+    def callbacks(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        path = environ.get("PATH_INFO", "")
+        if not path.startswith(PREFIX):
+            return flask_app(environ, start_response)
+        body = environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0))
+        raw = RawPush(headers=EnvironHeaders(environ), body=body, content_type=environ.get("CONTENT_TYPE", ""))
+        token = parse_qs(environ.get("QUERY_STRING", "")).get("token", [None])[0]
+        try:
+            push, stored = intake.accept(svc, path[len(PREFIX):], token, environ.get("REMOTE_ADDR"), raw)
+        except PushRejected as err:
+            start_response(f"{err.status} Refused", [("Content-Type", "application/json")])
+            return [b'{"ok":false}\n']
+        if push.actionable and stored.event_id is not None:
+            publisher.put(stored.event_id)
+        start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", "12")])
+        return [b'{"ok":true}\n']
+
+    return callbacks
+
+
+def build(variant: str) -> Flask:
+    """The receiver app with `variant` applied."""
+    if variant not in VARIANTS:
+        raise SystemExit(f"unknown variant {variant!r}; one of {', '.join(VARIANTS)}")
+    if variant in ("no-store", "no-parse"):
+        intake.store_push = _no_store  # type: ignore[assignment]
+    if variant == "no-parse":
+        push = Push("1688_ORDER_BUYER_VIEW_ORDER_PRICE_MODIFY", "price", "0" * 64, OrderRef("1688", "1"))
+        xportcn.XportcnFamily.parse_push = _fixed_push(push)  # type: ignore[method-assign]
+    app = create_app()
+    if variant == "no-publish":
+        app.extensions["publisher"].put = lambda event_id: None
+    if variant == "bare-wsgi":
+        app.wsgi_app = _bare_wsgi(app)  # type: ignore[method-assign]
+    return app
+
