@@ -8,13 +8,16 @@ from __future__ import annotations
 from flask import Flask, Response, jsonify, request
 
 app = Flask(__name__)
+# The receiver's answer (receiver.callbacks.ACK), encoded once as it is there; not imported, so that
+# the ceiling loads nothing of the receiver.
+ACK = b'{"ok":true}\n'
 
 
 @app.post("/callbacks/<source>")
 def receive(source: str) -> Response:
     """Read the push and acknowledge it, as cheaply as Flask allows."""
     request.get_data(cache=False)
-    return jsonify(ok=True)
+    return app.response_class(ACK, mimetype="application/json")
 
 
 @app.get("/healthz")

@@ -21,6 +21,7 @@ from flask import Flask
 from werkzeug.datastructures import EnvironHeaders
 
 from receiver import create_app, intake
+from receiver.callbacks import ACK
 from receiver.errors import PushRejected
 from receiver.inbox import Stored
 from receiver.providers import OrderRef, Push, RawPush, xportcn
@@ -38,12 +39,12 @@ def _fixed_push(push: Push) -> Callable[..., Push]:
 
 
 def _bare_wsgi(app: Flask) -> Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]:
-    """The callback path without Flask; every other path still goes to the app."""
+    """The callback path without Flask (POST only, no 413 for a large body); all else goes to the app."""
     svc, publisher, flask_app = app.extensions["receiver"], app.extensions["publisher"], app.wsgi_app
 
     def callbacks(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         path = environ.get("PATH_INFO", "")
-        if not path.startswith(PREFIX):
+        if not path.startswith(PREFIX) or environ.get("REQUEST_METHOD") != "POST":
             return flask_app(environ, start_response)
         body = environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0))
         raw = RawPush(headers=EnvironHeaders(environ), body=body, content_type=environ.get("CONTENT_TYPE", ""))
@@ -55,8 +56,8 @@ def _bare_wsgi(app: Flask) -> Callable[[dict[str, Any], Callable[..., Any]], Ite
             return [b'{"ok":false}\n']
         if push.actionable and stored.event_id is not None:
             publisher.put(stored.event_id)
-        start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", "12")])
-        return [b'{"ok":true}\n']
+        start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(ACK)))])
+        return [ACK]
 
     return callbacks
 

@@ -13,10 +13,14 @@ bind = os.environ.get("GUNICORN_BIND", f"127.0.0.1:{os.environ.get('PORT', '8000
 # Again once the nonce check moved into the INSERT (2 runs each, same hour; ratio, CPU per push):
 #   2 x gthread, 2 threads: 0.40-0.44, 1.13-1.32 ms;  2 x 1 thread: 0.43-0.49, 0.98-1.19 ms;
 #   3 x gthread, 1 thread : 0.43-0.50, 1.13-1.26 ms.
+# Again on 2026-11-27, 2 x 2 against 2 x 1 (three interleaved pairs; pushes/s): 1,332-1,390 against
+#   1,285-1,383, p99 alike; on PostgreSQL 704-845 against 691-753. The ratio reads higher with one
+#   thread only because the ceiling slows down (docs/benchmarks.md).
 # Within the machine's noise (runs of one configuration differ by 20%) two processes are as good as
 # any: one per core. Of those, gthread keeps working while a thread waits on the database (on
 # PostgreSQL every statement is a round trip) or on a slow client, where a sync worker would idle
-# its only process; a third thread or process only adds GIL turns and context switches.
+# its only process; a second thread costs no measured throughput and keeps a process answering
+# then, while a third thread or process only adds GIL turns and context switches.
 # The database pool (5 per process, receiver/db.py; 1 on SQLite) must stay >= threads.
 workers = int(os.environ.get("GUNICORN_WORKERS", "2"))
 worker_class = os.environ.get("GUNICORN_WORKER_CLASS", "gthread")

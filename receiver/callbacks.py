@@ -14,7 +14,7 @@ from receiver.services import services
 
 bp = Blueprint("callbacks", __name__, url_prefix="/callbacks")
 log = logging.getLogger("receiver.callbacks")
-# The answer to every push we keep, as jsonify(ok=True) writes it, encoded once instead of per push.
+# The 200 body for every accepted push (new or duplicate), as jsonify(ok=True) writes it, encoded once.
 ACK = b'{"ok":true}\n'
 metrics.observe_callbacks(bp)
 
