@@ -31,7 +31,7 @@ def receive(source: str) -> Response:
         log.info("callback.duplicate source=%s type=%s", source, push.message_type)
     elif push.actionable and stored.event_id is not None:
         current_app.extensions["publisher"].put(stored.event_id)
-    return current_app.response_class(ACK, mimetype="application/json")
+    return Response(ACK, mimetype="application/json")
 
 
 @bp.before_request
