@@ -36,6 +36,7 @@ def event_json(event: Event) -> dict[str, Any]:
         "status": event.status,
         "attempts": event.attempts,
         "last_error": event.last_error,
+        "ignored_reason": event.ignored_reason,
         "received_at": event.received_at.isoformat(),
         "processed_at": event.processed_at.isoformat() if event.processed_at else None,
     }

@@ -150,7 +150,8 @@ def events_list(status: str | None, source: str | None, limit: int) -> None:
         stmt = stmt.where(Event.source == source)
     with _app() as app, app.extensions["receiver"].Session() as session:
         for e in session.scalars(stmt):
-            error = f"  {e.last_error}" if e.last_error else ""
+            note = e.last_error or e.ignored_reason
+            error = f"  {note}" if note else ""
             click.echo(f"{e.id:>8} {e.received_at:%Y-%m-%d %H:%M:%S} {e.source:<10} {e.status:<9} {e.kind:<9} {e.order_id or '-':<20} {e.message_type}{error}")
 
 
@@ -164,10 +165,10 @@ def events_show(event_id: int) -> None:
         e = session.get(Event, event_id)
         if e is None:
             raise click.ClickException(f"no event {event_id}")
-        for name in ("id", "source", "message_type", "kind", "platform", "order_id", "status", "attempts", "last_error", "received_at", "processed_at"):
-            click.echo(f"{name:>13}: {getattr(e, name)}")
-        click.echo(f"{'headers':>13}: {e.headers}")
-        click.echo(f"{'body':>13}: {e.body.decode('utf-8', 'replace')}")
+        for name in ("id", "source", "message_type", "kind", "platform", "order_id", "status", "attempts", "last_error", "ignored_reason", "received_at", "processed_at"):
+            click.echo(f"{name:>14}: {getattr(e, name)}")
+        click.echo(f"{'headers':>14}: {e.headers}")
+        click.echo(f"{'body':>14}: {e.body.decode('utf-8', 'replace')}")
 
 
 @events.command("replay")

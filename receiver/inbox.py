@@ -33,7 +33,7 @@ class Stored:
 _INSERT = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}
 NONCE_COLUMNS = ("source", "nonce", "seen_at")
 EVENT_COLUMNS = ("source", "message_type", "kind", "platform", "order_id", "dedupe_key", "nonce", "body_sha256",
-                 "content_type", "headers", "body", "status", "attempts", "received_at", "updated_at")
+                 "content_type", "headers", "body", "status", "ignored_reason", "attempts", "received_at", "updated_at")
 
 
 @dataclass(frozen=True)
@@ -90,6 +90,7 @@ def store_push(
         "headers": json.dumps(headers),  # KEPT_HEADERS is sorted
         "body": raw.body,
         "status": EventStatus.RECEIVED if push.actionable else EventStatus.IGNORED,
+        "ignored_reason": None if push.actionable else (push.ignored or "names no order")[:255],
         "attempts": 0,
         "received_at": now,
         "updated_at": now,

@@ -91,7 +91,7 @@ def read_event(svc: Services, event_id: int) -> Wanted | str:
     except Exception as err:  # noqa: BLE001 - a stored push that no longer parses is dead, whatever the cause
         return dead_letter(svc, [event_id], f"stored push does not parse: {err}").status
     if not push.actionable or push.order is None:
-        _set_status(svc, [event_id], EventStatus.IGNORED, None)
+        _set_status(svc, [event_id], EventStatus.IGNORED, None, ignored=push.ignored or "names no order")
         return EventStatus.IGNORED
     return Wanted(source.name, push.order)
 
@@ -193,12 +193,12 @@ def _exhausted(svc: Services, event_ids: list[int]) -> list[int]:
         return list(conn.scalars(stmt))
 
 
-def _set_status(svc: Services, event_ids: list[int], status: str, error: str | None) -> None:
+def _set_status(svc: Services, event_ids: list[int], status: str, error: str | None, ignored: str | None = None) -> None:
     """Move events on, but never out of a final status: a late duplicate must not undo a result."""
     if not event_ids:
         return
     now = utcnow()
-    values: dict[str, object] = {"status": status, "last_error": error, "updated_at": now}
+    values: dict[str, object] = {"status": status, "last_error": error, "ignored_reason": ignored and ignored[:255], "updated_at": now}
     if status == EventStatus.PROCESSED:
         values["processed_at"] = now
     stmt = update(Event).where(Event.id.in_(event_ids), Event.status.in_(WAITING)).values(**values)

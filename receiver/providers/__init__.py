@@ -72,7 +72,12 @@ class Push:
     kind: str
     dedupe_key: str
     order: OrderRef | None
-    actionable: bool = True
+    ignored: str | None = None  # why nothing is re-fetched for it; None: it names an order to re-fetch
+
+    @property
+    def actionable(self) -> bool:
+        """Whether the push leads to a re-fetch of its order."""
+        return self.ignored is None and self.order is not None
 
 
 @dataclass(frozen=True)

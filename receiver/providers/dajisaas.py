@@ -8,18 +8,16 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import re
 from datetime import datetime, timedelta, timezone
-from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from typing import TYPE_CHECKING, Any, Iterator, Mapping
 from urllib.parse import parse_qs
 
 from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate
 
 from receiver.errors import BadSignature, MalformedPush, PermanentProviderError
+from receiver.providers.alibaba import PLATFORM, order_snapshot, record_id, text_id
 from receiver.providers import (
     MAX_PAGES,
-    LineSnapshot,
     OrderRef,
     OrderSnapshot,
     Push,
@@ -37,7 +35,6 @@ if TYPE_CHECKING:
     from receiver.config import Source
 
 NAME = "dajisaas"
-PLATFORM = "1688"
 
 # --- API ----------------------------------------------------------------------------------------
 ORDER_LIST_PATH = "/alibaba/trade/getBuyerOrderList"
@@ -74,34 +71,6 @@ INFERRED_ORDER_LISTS = (
     ("MailNoChangeModel", "orderLogsItems"),
 )
 
-# --- orders -------------------------------------------------------------------------------------
-ALIBABA_STATUS = {
-    "waitbuyerpay": "awaiting_payment",
-    "waitsellersend": "awaiting_shipment",
-    "waitbuyerreceive": "shipped",
-    "confirm_goods": "received",
-    "success": "completed",
-    "cancel": "cancelled",
-    "terminated": "closed",
-}
-# Our amount fields and the baseInfo keys they come from; all yuan, except as noted below.
-ORDER_AMOUNTS = {
-    "product_amount": "sumProductPayment",
-    "shipping_fee": "shippingFee",
-    "discount": "discount",
-    "total_amount": "totalAmount",
-    "refund_amount": "refund",
-}
-# 1688 documents baseInfo.discount as a Long in fen, unlike its other amounts (yuan decimals);
-# DajiSaaS's example shows only 0, so we read it the way 1688 documents it.
-INFERRED_FEN_KEYS = frozenset({"discount"})
-CURRENCY = "CNY"
-# 1688 times without an offset are Beijing time.
-CHINA_TIME = timezone(timedelta(hours=8))
-# 1688's own time format, as the order list request example writes it: 20250702211113000+0800.
-COMPACT_TIME = re.compile(r"^(\d{14})(\d{3})([+-]\d{4})$")
-FEN_PER_YUAN = Decimal(100)
-
 
 # --- signing ------------------------------------------------------------------------------------
 def signed_text(message: str) -> str:
@@ -132,7 +101,7 @@ class _TextId(fields.Field):
     """An id that 1688 sends as a number or a string: kept as a string."""
 
     def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> str:
-        text = _text_id(value)
+        text = text_id(value)
         if text is None or len(text) > MAX_ID_LENGTH:
             raise ValidationError(f"must be a number or a non-empty string of at most {MAX_ID_LENGTH} characters")
         return text
@@ -152,12 +121,6 @@ class MessageSchema(Schema):
 MESSAGE = MessageSchema()  # reused: building a schema per push costs more than the load
 
 
-def _text_id(value: Any) -> str | None:
-    if isinstance(value, bool) or value is None:
-        return None
-    if isinstance(value, int) or (isinstance(value, str) and value.strip()):
-        return str(value).strip()
-    return None
 
 
 def _form(raw: RawPush) -> dict[str, str]:
@@ -186,14 +149,14 @@ def message_kind(message_type: str) -> str | None:
 
 def message_order_id(data: Mapping[str, Any]) -> str | None:
     """The 1688 order id a message's `data` names, or None."""
-    if (found := _text_id(data.get(ORDER_ID_KEY))) is not None:
+    if (found := text_id(data.get(ORDER_ID_KEY))) is not None:
         return found
     for path in INFERRED_ORDER_LISTS:
         node: Any = data
         for key in path:
             node = node.get(key) if isinstance(node, dict) else None
         items = node if isinstance(node, list) else [node]
-        if items and isinstance(items[0], dict) and (found := _text_id(items[0].get(ORDER_ID_KEY))) is not None:
+        if items and isinstance(items[0], dict) and (found := text_id(items[0].get(ORDER_ID_KEY))) is not None:
             return found
     return None
 
@@ -248,7 +211,7 @@ class DajisaasFamily:
             dedupe_key=hashlib.sha256(key.encode()).hexdigest(),
             # Unknown types are stored and acknowledged; we still note the order if one is named.
             order=OrderRef(PLATFORM, order_id, {INFERRED_ORDER_FILTER: order_id}) if order_id else None,
-            actionable=kind is not None,
+            ignored=None if kind else f"message type {msg['type']} is not acted on",
         )
 
     def fetch_orders(self, http: requests.Session, source: Source, ref: OrderRef) -> list[OrderSnapshot]:
@@ -263,7 +226,7 @@ class DajisaasFamily:
         }
         answer = post_json(http, source.base_url + ORDER_LIST_PATH, payload, {}, source.timeout)
         # List filters are a courtesy we do not rely on: only the asked-for record is read.
-        found = [order_snapshot(r) for r in _result_records(answer) if _record_id(r) == ref.order_id]
+        found = [order_snapshot(r) for r in _result_records(answer) if record_id(r) == ref.order_id]
         if not found:
             raise PermanentProviderError(f"order {ref.order_id} not found at {source.name}")
         return found
@@ -310,116 +273,6 @@ def _result_records(answer: Any) -> list[dict[str, Any]]:
         # 1688's own error, passed through under a DajiSaaS success.
         raise PermanentProviderError(f"1688 error {page['errorCode']}: {page.get('errorMessage')}")
     return order_records(page.get("result") if isinstance(page, dict) else None, "data.result")
-
-
-def _record_id(record: Mapping[str, Any]) -> str | None:
-    base = record.get("baseInfo")
-    return _text_id(base.get("id")) if isinstance(base, dict) else None
-
-
-# --- orders -------------------------------------------------------------------------------------
-def _decimal(value: Any, what: str) -> Decimal:
-    """A JSON number (or numeric string) as the exact decimal it was written as."""
-    if isinstance(value, bool):
-        raise PermanentProviderError(f"{what} is not a number: {value!r}")
-    if value is None:
-        return Decimal(0)
-    if isinstance(value, (int, float, str, Decimal)):
-        # str() of a float is the shortest text that reads back as it, which is how JSON wrote it.
-        try:
-            number = Decimal(str(value).strip())
-        except InvalidOperation:
-            number = Decimal("NaN")
-        if number.is_finite():
-            return number
-    raise PermanentProviderError(f"{what} is not a number: {value!r}")
-
-
-def _whole(number: Decimal, what: str) -> int:
-    if number != number.to_integral_value():
-        raise PermanentProviderError(f"{what} is not a whole number: {number}")
-    return int(number)
-
-
-def yuan_to_fen(value: Any, what: str) -> int:
-    """A yuan amount as integer fen, exactly: 47.3 is 4730; a fraction of a fen is an error."""
-    return _whole(_decimal(value, what) * FEN_PER_YUAN, what)
-
-
-def unit_price_to_fen(value: Any, what: str) -> int:
-    """A yuan unit price as fen, rounded half up: bulk goods are priced below a fen a piece."""
-    return int((_decimal(value, what) * FEN_PER_YUAN).to_integral_value(ROUND_HALF_UP))
-
-
-def normalised_status(raw: Any) -> tuple[str, str]:
-    """Our status for a 1688 baseInfo.status, and the raw value kept as text."""
-    text = "" if raw is None else str(raw)
-    return ALIBABA_STATUS.get(text, "other"), text
-
-
-def parse_time(value: Any, what: str) -> datetime | None:
-    """A provider time: ISO 8601 as DajiSaaS answers, or 1688's compact form; a naive one is Beijing time."""
-    if value is None or value == "":
-        return None
-    if not isinstance(value, str):
-        raise PermanentProviderError(f"{what} is not a time: {value!r}")
-    if match := COMPACT_TIME.match(value):
-        stamp, millis, offset = match.groups()
-        return datetime.strptime(stamp + offset, "%Y%m%d%H%M%S%z") + timedelta(milliseconds=int(millis))
-    try:
-        parsed = datetime.fromisoformat(value)
-    except ValueError:
-        raise PermanentProviderError(f"{what} is not a time: {value!r}") from None
-    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=CHINA_TIME)
-
-
-def _line(item: Mapping[str, Any]) -> LineSnapshot:
-    """One productItems entry as our order line."""
-    line_id = _text_id(item.get("subItemIDString")) or _text_id(item.get("subItemID"))
-    if line_id is None:
-        raise PermanentProviderError("1688 order line has no subItemID")
-    return LineSnapshot(
-        line_id=line_id,
-        product_id=_text_id(item.get("productID")),
-        sku_id=_text_id(item.get("skuID")),
-        title=item.get("name"),
-        quantity=_whole(_decimal(item.get("quantity"), "quantity"), "quantity"),
-        price=unit_price_to_fen(item.get("price"), "price"),
-        amount=yuan_to_fen(item.get("itemAmount"), "itemAmount"),
-        refund_amount=yuan_to_fen(item.get("refund"), "refund"),
-        raw_status=_text_id(item.get("status")),
-    )
-
-
-def _amount(base: Mapping[str, Any], key: str) -> int:
-    if key in INFERRED_FEN_KEYS:
-        return _whole(_decimal(base.get(key), key), key)
-    return yuan_to_fen(base.get(key), key)
-
-
-def order_snapshot(record: Mapping[str, Any]) -> OrderSnapshot:
-    """A getBuyerOrderList record (baseInfo, productItems, ...) as our order, amounts in fen."""
-    order_id = _record_id(record)
-    if order_id is None:
-        raise PermanentProviderError("1688 order record has no baseInfo.id")
-    base = record["baseInfo"]
-    status, raw_status = normalised_status(base.get("status"))
-    items = record.get("productItems") or []
-    if not isinstance(items, list) or not all(isinstance(i, dict) for i in items):
-        raise PermanentProviderError("1688 order record's productItems is not a list of lines")
-    amounts = {ours: _amount(base, key) for ours, key in ORDER_AMOUNTS.items()}
-    return OrderSnapshot(
-        platform=PLATFORM,
-        provider_order_id=order_id,
-        order_no=None,
-        purchase_id=None,
-        status=status,
-        raw_status=raw_status,
-        currency=CURRENCY,
-        modified_at=parse_time(base.get("modifyTime"), "modifyTime"),
-        lines=tuple(_line(i) for i in items),
-        **amounts,
-    )
 
 
 FAMILY = DajisaasFamily()

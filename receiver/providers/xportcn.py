@@ -286,7 +286,7 @@ class XportcnFamily:
             kind=kind or "other",
             dedupe_key=hashlib.sha256(key.encode()).hexdigest(),
             order=ref,
-            actionable=kind is not None,
+            ignored=None if kind else f"message type {env['messageType']} is not acted on",
         )
 
     def fetch_orders(self, http: requests.Session, source: Source, ref: OrderRef) -> list[OrderSnapshot]:

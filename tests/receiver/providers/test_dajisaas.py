@@ -17,6 +17,7 @@ from marshmallow import ValidationError
 from receiver.config import Source
 from receiver.errors import BadSignature, MalformedPush, PermanentProviderError, TransientProviderError
 from receiver.providers import OrderRef, RawPush, family_for
+from receiver.providers import alibaba as model
 from receiver.providers import dajisaas as spec
 from receiver.sandbox.dajisaas import SEED
 
@@ -61,18 +62,18 @@ def signed(text: str, signature: str | None = None) -> RawPush:
     ],
 )
 def test_yuan_become_exact_fen(yuan: Any, fen: int) -> None:
-    assert spec.yuan_to_fen(yuan, "totalAmount") == fen
+    assert model.yuan_to_fen(yuan, "totalAmount") == fen
 
 
 @pytest.mark.parametrize("bad", [1.005, True, "abc", "NaN", "Infinity", [1]])
 def test_amounts_that_are_not_whole_fen_are_refused(bad: Any) -> None:
     with pytest.raises(PermanentProviderError):
-        spec.yuan_to_fen(bad, "totalAmount")
+        model.yuan_to_fen(bad, "totalAmount")
 
 
 def test_unit_prices_below_a_fen_round_half_up() -> None:
-    assert spec.unit_price_to_fen(0.035, "price") == 4
-    assert spec.unit_price_to_fen(23.9, "price") == 2390
+    assert model.unit_price_to_fen(0.035, "price") == 4
+    assert model.unit_price_to_fen(23.9, "price") == 2390
 
 
 # --- statuses and times -------------------------------------------------------------------------
@@ -91,7 +92,7 @@ def test_unit_prices_below_a_fen_round_half_up() -> None:
     ],
 )
 def test_status_table(raw: str | None, status: str) -> None:
-    assert spec.normalised_status(raw) == (status, raw or "")
+    assert model.normalised_status(raw) == (status, raw or "")
 
 
 @pytest.mark.parametrize(
@@ -104,19 +105,19 @@ def test_status_table(raw: str | None, status: str) -> None:
     ],
 )
 def test_times_without_an_offset_are_china_time(text: str | None, expected: datetime | None) -> None:
-    assert spec.parse_time(text, "modifyTime") == expected
+    assert model.parse_time(text, "modifyTime") == expected
 
 
 def test_unreadable_time_is_refused() -> None:
     with pytest.raises(PermanentProviderError):
-        spec.parse_time("yesterday", "modifyTime")
+        model.parse_time("yesterday", "modifyTime")
 
 
 # --- the order mapping --------------------------------------------------------------------------
 def test_the_documented_order_maps_to_fen() -> None:
     record = copy.deepcopy(SEED[0])
     record["baseInfo"].update(status="success", modifyTime="2025-09-13T09:21:24.000+00:00", refund=5.0)
-    snap = spec.order_snapshot(record)
+    snap = model.order_snapshot(record)
     assert (snap.platform, snap.provider_order_id, snap.order_no, snap.purchase_id) == ("1688", ORDER_ID, None, None)
     assert (snap.status, snap.raw_status, snap.currency) == ("completed", "success", "CNY")
     assert (snap.product_amount, snap.shipping_fee, snap.discount, snap.total_amount, snap.refund_amount) == (
@@ -131,14 +132,14 @@ def test_the_documented_order_maps_to_fen() -> None:
 def test_discount_is_read_in_fen_as_1688_documents_it() -> None:
     record = copy.deepcopy(SEED[0])
     record["baseInfo"]["discount"] = 150
-    assert spec.order_snapshot(record).discount == 150
+    assert model.order_snapshot(record).discount == 150
 
 
 def test_a_fractional_quantity_is_refused() -> None:
     record = copy.deepcopy(SEED[0])
     record["productItems"][0]["quantity"] = 1.5
     with pytest.raises(PermanentProviderError, match="quantity"):
-        spec.order_snapshot(record)
+        model.order_snapshot(record)
 
 
 # --- signatures ---------------------------------------------------------------------------------
