@@ -90,12 +90,14 @@ def sandbox(
 @click.option("--count", type=int, default=1, show_default=True, help="How many changes, each with its push.")
 @click.option("--duplicates", type=int, default=0, show_default=True, help="Extra deliveries of each push.")
 @click.option("--shuffle", is_flag=True, help="Send the pushes in random order.")
+@click.option("--shape", help="The push's body shape, one the source's family sends (Xportcn: summary, model, taobao; "
+              "DajiSaaS: trade, taobao); default: the family's usual one for the order.")
 @click.option("--wait", is_flag=True, help="Wait until our copy equals the provider's, and print it.")
 @click.option("--timeout", type=float, default=30.0, show_default=True)
 @click.option("--url", "receiver_url", default="http://127.0.0.1:8000", show_default=True, help="The receiver.")
 def simulate(
-    kind: str, source_name: str, order: str | None, count: int, duplicates: int, shuffle: bool, wait: bool,
-    timeout: float, receiver_url: str,
+    kind: str, source_name: str, order: str | None, count: int, duplicates: int, shuffle: bool, shape: str | None,
+    wait: bool, timeout: float, receiver_url: str,
 ) -> None:
     """Change an order in the sandbox and send the matching signed push to our callback URL."""
     from receiver import simulate as sim
@@ -104,7 +106,9 @@ def simulate(
     source = settings.sources.get(source_name)
     if source is None:
         raise click.ClickException(f"no source {source_name!r} in {settings.sources_file}")
-    sys.exit(sim.run(source, kind, receiver_url, settings.database_url, order, count, duplicates, shuffle, wait, timeout, click.echo))
+    sys.exit(sim.run(
+        source, kind, receiver_url, settings.database_url, order, count, duplicates, shuffle, wait, timeout, click.echo, shape
+    ))
 
 
 @main.group()

@@ -43,13 +43,20 @@ def _control(http: requests.Session, url: str, payload: dict[str, Any]) -> dict[
 
 
 def plan(
-    http: requests.Session, source: Source, kind: str, order: str | None, count: int, duplicates: int, shuffle: bool
+    http: requests.Session,
+    source: Source,
+    kind: str,
+    order: str | None,
+    count: int,
+    duplicates: int,
+    shuffle: bool,
+    shape: str | None = None,
 ) -> list[Delivery]:
-    """Make `count` changes in the sandbox; return their pushes, each sent 1 + `duplicates` times."""
+    """Make `count` changes in the sandbox; return their pushes (in `shape`), each sent 1 + `duplicates` times."""
     base = control_url(source)
     deliveries: list[Delivery] = []
     for _ in range(count):
-        change = _control(http, f"{base}/change", {"kind": kind, "order_id": order})
+        change = _control(http, f"{base}/change", {"kind": kind, "order_id": order, "shape": shape})
         first = Delivery(change["order_id"], change["message_type"], change["headers"], change["body"].encode())
         deliveries.append(first)
         for _ in range(duplicates):
@@ -121,10 +128,11 @@ def run(
     wait: bool = False,
     timeout: float = 30.0,
     echo: Callable[[str], None] = print,
+    shape: str | None = None,
 ) -> int:
     """Simulate, print each push's status and (with `wait`) the re-fetched state; return an exit code."""
     http = requests.Session()
-    deliveries = plan(http, source, kind, order, count, duplicates, shuffle)
+    deliveries = plan(http, source, kind, order, count, duplicates, shuffle, shape)
     failed = 0
     for i, d in enumerate(deliveries, 1):
         status, ms = send(http, receiver_url, source, d)

@@ -48,8 +48,12 @@ class FakeProvider(Protocol):
     def refund(self, order_id: str, amount: int = 500) -> str:
         """Refund part of an order; return the push's message type."""
 
-    def push(self, order_id: str, message_type: str, signed: bool = True) -> tuple[dict[str, str], bytes]:
-        """The push the provider sends about an order: (headers, body)."""
+    shapes: tuple[str, ...]  # the push body shapes it can send; the first is its usual one
+
+    def push(
+        self, order_id: str, message_type: str, signed: bool = True, shape: str | None = None
+    ) -> tuple[dict[str, str], bytes]:
+        """The push the provider sends about an order, in one of its `shapes`: (headers, body)."""
 
     def redeliver(self, headers: Mapping[str, str], body: bytes) -> tuple[dict[str, str], bytes]:
         """The same push sent again, as the provider's retry would send it."""
@@ -191,8 +195,11 @@ class Sandbox:
                 order_id = args.get("order_id") or provider.order_ids()[0]
                 if order_id not in provider.order_ids():
                     return 404, {"error": f"no order {order_id}"}
+                shape = args.get("shape")
+                if shape is not None and shape not in provider.shapes:
+                    return 400, {"error": f"shape must be one of {', '.join(provider.shapes)}"}
                 message_type = getattr(provider, CHANGES[kind])(order_id)
-                headers, push = provider.push(order_id, message_type)
+                headers, push = provider.push(order_id, message_type, shape=shape)
                 return 200, {"order_id": order_id, "message_type": message_type, "headers": headers, "body": push.decode()}
             if action == "redeliver":
                 headers, push = provider.redeliver(args.get("headers") or {}, str(args.get("body", "")).encode())

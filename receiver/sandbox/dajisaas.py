@@ -12,7 +12,7 @@ import itertools
 import json
 import time
 import uuid
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from typing import Any, Mapping
 from urllib.parse import urlencode
@@ -97,6 +97,7 @@ class DajisaasProvider:
     """A DajiSaaS account holding a few 1688 orders, for one app's keys."""
 
     family = spec.NAME
+    shapes = ("trade",)
 
     def __init__(self, app_key: str, app_secret: str) -> None:
         self.app_key, self.app_secret = app_key, app_secret
@@ -227,7 +228,7 @@ class DajisaasProvider:
         o = self.orders[order_id]
         base = o["baseInfo"]
         now = datetime.now(timezone.utc)
-        sent = now.astimezone(spec.CHINA_TIME).strftime("%Y-%m-%d %H:%M:%S")
+        sent = now.astimezone(timezone(timedelta(hours=8))).strftime("%Y-%m-%d %H:%M:%S")
         if message_type.startswith("LOGISTICS_"):
             data: dict[str, Any] = {
                 "OrderLogisticsTracingModel": {
@@ -258,7 +259,9 @@ class DajisaasProvider:
             "data": data,
         }
 
-    def push(self, order_id: str, message_type: str, signed: bool = True, msg_id: int | None = None) -> tuple[dict[str, str], bytes]:
+    def push(
+        self, order_id: str, message_type: str, signed: bool = True, msg_id: int | None = None, shape: str | None = None
+    ) -> tuple[dict[str, str], bytes]:
         """The callback DajiSaaS sends about `order_id`: (headers, form body); a wrong signature unless `signed`."""
         text = json.dumps(self._message(order_id, message_type, msg_id), ensure_ascii=False, separators=(",", ":"))
         secret = self.app_secret if signed else "not-" + self.app_secret

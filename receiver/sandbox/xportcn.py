@@ -109,6 +109,7 @@ class XportcnProvider:
     """An Xportcn-family provider holding a few orders, for one account's credentials."""
 
     family = spec.NAME
+    shapes = ("summary",)
 
     def __init__(self, access_key: str, access_secret: str, user_id: str, window: int = 600) -> None:
         self.access_key, self.access_secret, self.user_id, self.window = access_key, access_secret, user_id, window
@@ -251,7 +252,9 @@ class XportcnProvider:
         return REFUND_PUSH
 
     # --- pushes --------------------------------------------------------------------------------
-    def push(self, order_id: str, message_type: str, signed: bool = True, at_ms: int | None = None) -> tuple[dict[str, str], bytes]:
+    def push(
+        self, order_id: str, message_type: str, signed: bool = True, at_ms: int | None = None, shape: str | None = None
+    ) -> tuple[dict[str, str], bytes]:
         """The callback the provider sends about `order_id`: (headers, body)."""
         platform = self.platform_of(order_id)
         o = self.order(order_id)
