@@ -94,8 +94,8 @@ def burst(
 ) -> Burst:
     """Change `orders` new orders at the provider and build their pushes, `per_order` each.
 
-    Of each order's pushes, `duplicates` are redeliveries of an earlier one (same body, fresh
-    signature, as the provider's retry sends them). An order's pushes are sent close together, as a
+    Of each order's pushes, `duplicates` are redeliveries of an earlier one (same body and
+    headers, as the provider's retry sends them). An order's pushes are sent close together, as a
     provider emits them, but some arrive late (see below).
     """
     path = callback_path(source, creds)

@@ -68,7 +68,7 @@ def sandbox(
             continue
         creds = source.credentials
         if source.family == "xportcn":
-            box.mount(url.path, XportcnProvider(creds["access_key"], creds["access_secret"], creds["user_id"]))
+            box.mount(url.path, XportcnProvider(creds["access_key"], creds["access_secret"], creds["user_id"], creds["portal"]))
             click.echo(f"sandbox: {source.name} ({source.family}) at {source.base_url}")
         elif source.family == "dajisaas":
             box.mount(url.path, DajisaasProvider(creds["app_key"], creds["app_secret"]))

@@ -98,7 +98,8 @@ class Settings:
     alerts: AlertSettings = AlertSettings(rules={name: Rule(True, t) for name, t in RULE_DEFAULTS.items()})
     namespace: str = "receiver"
     redis_master_name: str = "mymaster"
-    timestamp_window: int = 600
+    # Three hours: the Xportcn family retries a push every 30 minutes, 5 times, with its first headers.
+    timestamp_window: int = 3 * 3600
     max_body_bytes: int = 1024 * 1024
     trusted_proxies: int = 0
     max_retries: int = 8
@@ -135,7 +136,7 @@ class _EnvSchema(Schema):
     RECEIVER_SOURCES_FILE = fields.String(load_default="sources.toml")
     RECEIVER_REDIS_MASTER_NAME = fields.String(load_default="mymaster")
     RECEIVER_NAMESPACE = fields.String(load_default="receiver", validate=validate.Regexp(r"^[A-Za-z0-9_.-]+$"))
-    RECEIVER_TIMESTAMP_WINDOW = fields.Integer(load_default=600, validate=validate.Range(min=1))
+    RECEIVER_TIMESTAMP_WINDOW = fields.Integer(load_default=3 * 3600, validate=validate.Range(min=1))
     RECEIVER_MAX_BODY_BYTES = fields.Integer(load_default=1024 * 1024, validate=validate.Range(min=1024))
     RECEIVER_TRUSTED_PROXIES = fields.Integer(load_default=0, validate=validate.Range(min=0, max=5))
     RECEIVER_MAX_RETRIES = fields.Integer(load_default=8, validate=validate.Range(min=0))

@@ -24,6 +24,9 @@ ORDER_FIELDS = (
     "currency",
     "modified_at",
 )
+# Fields one call gives and another lacks (1688's order detail has no platform order number, the
+# order page no modified time): a snapshot without one leaves ours as it is.
+KEPT_WHEN_ABSENT = frozenset({"order_no", "purchase_id", "modified_at"})
 LINE_FIELDS = ("product_id", "sku_id", "title", "quantity", "price", "amount", "refund_amount", "raw_status")
 
 
@@ -90,7 +93,9 @@ def apply_snapshot(
     elif is_stale(order, snap, fetch_started):
         return []
     changes = [
-        Change(f, getattr(order, f), getattr(snap, f)) for f in ORDER_FIELDS if getattr(order, f) != getattr(snap, f)
+        Change(f, getattr(order, f), getattr(snap, f))
+        for f in ORDER_FIELDS
+        if getattr(order, f) != getattr(snap, f) and not (f in KEPT_WHEN_ABSENT and getattr(snap, f) is None)
     ]
     for c in changes:
         setattr(order, c.field, c.new)

@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from receiver.config import Source
 from receiver.db import make_engine, make_sessionmaker
-from receiver.errors import ProviderError
+from receiver.errors import ProviderError, ReceiverError
 from receiver.orders import find_order, order_json
 from receiver.providers import OrderSnapshot, RawPush, family_for
 
@@ -57,7 +57,7 @@ def plan(
     deliveries: list[Delivery] = []
     for _ in range(count):
         change = _control(http, f"{base}/change", {"kind": kind, "order_id": order, "shape": shape})
-        first = Delivery(change["order_id"], change["message_type"], change["headers"], change["body"].encode())
+        first = Delivery(change["order_id"], _wire_type(source, change), change["headers"], change["body"].encode())
         deliveries.append(first)
         for _ in range(duplicates):
             again = _control(http, f"{base}/redeliver", {"headers": first.headers, "body": change["body"]})
@@ -65,6 +65,15 @@ def plan(
     if shuffle:
         random.shuffle(deliveries)
     return deliveries
+
+
+def _wire_type(source: Source, change: dict[str, Any]) -> str:
+    """The message type as the push carries it (with a platform prefix, in some shapes)."""
+    raw = RawPush(change["headers"], change["body"].encode(), change["headers"].get("Content-Type", ""))
+    try:
+        return family_for(source.family).parse_push(source, raw).message_type
+    except ReceiverError:  # a push we would refuse still gets sent, to show what we answer
+        return str(change["message_type"])
 
 
 def send(http: requests.Session, receiver_url: str, source: Source, delivery: Delivery) -> tuple[int, float]:

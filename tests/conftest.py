@@ -36,15 +36,17 @@ API_TOKEN = "test-api-token-0123456789"
 SOURCES = {
     # name: (family, mount prefix, options)
     "demo": ("xportcn", "xportcn", {"portal": "pandapon"}),
+    "xport": ("xportcn", "xport", {"portal": "xportcn"}),
     "thai": ("xportcn", "thai", {"portal": "thai"}),
     "daji": ("dajisaas", "dajisaas", {}),
 }
 CREDENTIALS = {
     "demo": {"access_key": "ak-demo", "access_secret": "demo-secret-0001", "user_id": "2100007341207"},
+    "xport": {"access_key": "ak-xport", "access_secret": "xport-secret-0004", "user_id": "2100005349129"},
     "thai": {"access_key": "ak-thai", "access_secret": "thai-secret-0002", "user_id": "2219093763101"},
     "daji": {"app_key": "ak-daji", "app_secret": "daji-secret-0003"},
 }
-TOKENS = {"demo": "cb-token-demo-0123456789", "thai": "cb-token-thai-0123456789", "daji": "cb-token-daji-0123456789"}
+TOKENS = {"demo": "cb-token-demo-0123456789", "xport": "cb-token-xport-012345678", "thai": "cb-token-thai-0123456789", "daji": "cb-token-daji-0123456789"}
 # The loopback provider of each family.
 FAKES = {"xportcn": XportcnProvider, "dajisaas": DajisaasProvider}
 
@@ -110,8 +112,8 @@ def sandbox() -> Iterator[Sandbox]:
 
 def fresh_providers(box: Sandbox) -> None:
     """Mount new provider state (seed orders, no faults) for every test source."""
-    for name, (family, prefix, _) in SOURCES.items():
-        box.mount(prefix, FAKES[family](**CREDENTIALS[name]))
+    for name, (family, prefix, options) in SOURCES.items():
+        box.mount(prefix, FAKES[family](**CREDENTIALS[name], **options))
     box.faults.__init__()  # type: ignore[misc]
     box.calls.clear()
 

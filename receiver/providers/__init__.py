@@ -6,7 +6,6 @@ outside this package knows a provider's field names.
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import cache
@@ -169,10 +168,24 @@ def post_json(
     http: requests.Session, url: str, payload: Mapping[str, Any], headers: Mapping[str, str], timeout: float
 ) -> Any:
     """POST JSON and return the decoded answer, sorting failures into transient and permanent."""
+    return request_json(http, "POST", url, headers, timeout, json=payload)
+
+
+def request_json(
+    http: requests.Session,
+    method: str,
+    url: str,
+    headers: Mapping[str, str],
+    timeout: float,
+    json: Mapping[str, Any] | None = None,
+    params: Mapping[str, str] | None = None,
+) -> Any:
+    """Make one API call and return the decoded answer, sorting failures into transient and permanent."""
     import requests
 
     try:
-        resp = http.post(url, json=payload, headers=dict(headers), timeout=timeout, allow_redirects=False)
+        call = http.get if method == "GET" else http.post
+        resp = call(url, json=json, params=params, headers=dict(headers), timeout=timeout, allow_redirects=False)
     except requests.Timeout as err:
         raise TransientProviderError(f"timeout after {timeout}s: {url}") from err
     except requests.ConnectionError as err:
@@ -183,7 +196,7 @@ def post_json(
         raise PermanentProviderError(f"HTTP {resp.status_code} from {url}: {resp.text[:200]}")
     try:
         return resp.json()
-    except (ValueError, json.JSONDecodeError) as err:
+    except ValueError as err:
         raise PermanentProviderError(f"answer from {url} is not JSON") from err
 
 

@@ -56,7 +56,9 @@ def text_id(value: Any) -> str | None:
 
 def record_id(record: Mapping[str, Any]) -> str | None:
     base = record.get("baseInfo")
-    return text_id(base.get("id")) if isinstance(base, dict) else None
+    if not isinstance(base, dict):
+        return None
+    return text_id(base.get("idOfStr")) or text_id(base.get("id"))
 
 
 

@@ -1,10 +1,13 @@
-"""The Xportcn family: Xportcn, its white label PandaPon and the Thai portal (one API, several hosts).
+"""The Xportcn family: Xportcn, its white label PandaPon and the Thai "v2" portal (one API, several hosts).
 
 Everything the service knows about this family's pushes, API signing and order JSON is here, as data
-where it can be. Names starting with INFERRED_ mark what the provider does not document and we chose.
+where it can be. The facts come from the providers' published pages (shared/provider-docs/
+PUBLISHED-DOCS.md, section 1, outside this repository); names starting with INFERRED_ mark what the
+docs do not state and we chose.
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import hmac
 import json
@@ -25,11 +28,12 @@ from receiver.providers import (
     Push,
     PushAuth,
     RawPush,
+    alibaba,
     answer_data,
-    first_field,
     as_int,
+    first_field,
     order_records,
-    post_json,
+    request_json,
 )
 
 if TYPE_CHECKING:
@@ -40,47 +44,95 @@ if TYPE_CHECKING:
 NAME = "xportcn"
 
 # --- API ----------------------------------------------------------------------------------------
-SIGNED_HEADERS = ("access-key", "timestamp", "nonce-str", "signature")
+# Every request carries these headers (doc-vnm.pandapon.com/api-250496569); `nonce-str` is marked
+# optional there and absent from the v2 pages, so a push may come without it.
+SIGNATURE_HEADERS = ("access-key", "timestamp", "signature")
+NONCE_HEADER = "nonce-str"
 USER_ID_HEADER = "user-id"
 NONCE_ALPHABET = string.ascii_letters + string.digits
 NONCE_LENGTH = 32
 SUCCESS_CODE = 200
-# Where the 1688 order list lives, per portal: the Thai portal serves it under /v2.
-PORTALS = {
-    "xportcn": {"alibaba_order_page": "/alibaba/order/page"},
-    "pandapon": {"alibaba_order_page": "/alibaba/order/page"},
-    "thai": {"alibaba_order_page": "/v2/alibaba/order/page"},
+# The paths of each portal. PandaPon documents the 1688 order detail (doc-vnm.pandapon.com/
+# api-250496569); Xportcn's KA docs list one without its path and the Thai portal none, so those
+# re-fetch a 1688 order through the order page. The Taobao refund query is documented on PandaPon
+# (api-250496551) and, under /v2, on the Thai portal (doc-th.pandapon.com/api-289190464).
+PORTALS: dict[str, dict[str, str | None]] = {
+    "xportcn": {
+        "alibaba_order_page": "/alibaba/order/page",
+        "alibaba_order_detail": None,
+        "taobao_purchase_page": "/open/purchase/page",
+        "taobao_refund_query": "/open/order/refund/query",  # inferred: the PandaPon path
+    },
+    "pandapon": {
+        "alibaba_order_page": "/alibaba/order/page",
+        "alibaba_order_detail": "/alibaba/order/detail",
+        "taobao_purchase_page": "/open/purchase/page",
+        "taobao_refund_query": "/open/order/refund/query",
+    },
+    "thai": {
+        "alibaba_order_page": "/v2/alibaba/order/page",
+        "alibaba_order_detail": None,
+        # The v2 purchase page is not documented: the v1 path, which the same platform serves.
+        "taobao_purchase_page": "/open/purchase/page",
+        "taobao_refund_query": "/v2/taobao/order/refund/query",
+    },
 }
-TAOBAO_PURCHASE_PAGE = "/open/purchase/page"
-PAGE_SIZE = 20
+ALIBABA_WEBSITE = "1688"
+# No page size limit is documented; the reconciliation asks for this many and follows `total`.
 LIST_PAGE_SIZE = 50
+LOOKUP_PAGE_SIZE = 20
 # The list APIs filter by creation time, given as "YYYY-MM-DD HH:MM:SS" without a zone: we take it to
 # be China time, the platform's own.
 INFERRED_PROVIDER_TZ = timezone(timedelta(hours=8))
 TAOBAO_WINDOW = ("beginDateTime", "endDateTime")
 ALIBABA_WINDOW = ("orderTimeBegin", "orderTimeEnd")
+# The documented filters of each list (000 and 002 in shared/provider-docs): a real server ignores any
+# other, so we send only these and check every record ourselves.
+ALIBABA_PAGE_FILTERS = ("tbOrderId", "orderNo")
+TAOBAO_PAGE_FILTERS = ("purchaseId", "orderNo")
 # Answer codes (in the body, under HTTP 200) worth retrying: the provider documents none, so we
 # treat "too many requests" and the 5xx range as transient like their HTTP namesakes.
 INFERRED_TRANSIENT_CODES = frozenset({429, *range(500, 600)})
 
 # --- pushes -------------------------------------------------------------------------------------
 PLATFORMS = {0: "taobao", 1: "1688"}
+# The message access manual's types (doc-en-ka.xportcn.com/doc-7259275); the API reference names
+# them with a platform prefix (1688_…, TAOBAO_…), which we strip: messagePlatform names the platform.
 MESSAGE_KINDS = {
-    "ORDER_BUYER_VIEW_ORDER_PRICE_MODIFY": "price",
-    "ORDER_BUYER_VIEW_ORDER_BUYER_REFUND": "refund",
     "ORDER_CREATE": "status",
     "ORDER_CANCEL": "status",
     "ORDER_PAY_SUCCESS": "status",
+    "ORDER_BUYER_VIEW_ORDER_PRICE_MODIFY": "price",
+    "ORDER_BUYER_VIEW_ORDER_BUYER_REFUND": "refund",
 }
-# The API reference names the 1688 price message with a "1688_" prefix; we read any type that way.
-INFERRED_PLATFORM_TYPE_PREFIXES = ("1688_", "TAOBAO_")
-# The "order status modification" callback page was not captured: these are the plausible names.
-INFERRED_STATUS_TYPES = ("ORDER_STATUS_MODIFY", "ORDER_STATUS_CHANGE", "ORDER_BUYER_VIEW_ORDER_STATUS_MODIFY")
-MESSAGE_KINDS.update({t: "status" for t in INFERRED_STATUS_TYPES})
-# Which body keys name the order. 1688 bodies carry orderId (the 1688 order number, the API's
-# tbOrderId); Taobao bodies were not captured, so we look for the purchase id, then the order number.
-ALIBABA_ORDER_ID_KEYS = ("orderId", "tbOrderId")
-INFERRED_TAOBAO_ORDER_KEYS = (("purchaseId", "purchaseId"), ("orderNo", "orderNo"), ("orderId", "purchaseId"))
+PLATFORM_TYPE_PREFIXES = ("1688_", "TAOBAO_")
+# Types the docs do not list (the status pages were not readable; 1688's own topic names may come
+# through): their kind, for metrics and alerts, by the first word of this list their name holds.
+# Whatever the kind, a push that names an order is re-fetched.
+INFERRED_KIND_WORDS = (("PRICE", "price"), ("REFUND", "refund"), ("LOGISTICS", "logistics"), ("SENDGOODS", "logistics"), ("ORDER", "status"))
+# The retries of a push (every 30 minutes, 5 times) come with the headers of the first delivery, so a
+# signed push is accepted up to this long after it was signed (RECEIVER_TIMESTAMP_WINDOW, default).
+PUSH_RETRY_SPAN = 5 * 30 * 60
+
+# The ids a push body can carry, by shape, as (body key, our id name). Our id names:
+#   tbOrderId: the 1688 order number; orderNo: the platform's order number; purchaseId: a Taobao
+#   purchase; outerPurchaseId: a purchase's purchaseOrderOuterId; refundId: an after-sales case.
+SUMMARY_IDS = {
+    # The manual's summary (doc-7259275): orderId is the 1688 order number (the buyer suffix …134260
+    # of the KA samples), orderNo the platform's order number. Never `id`, the platform's row id.
+    "1688": (("orderId", "tbOrderId"), ("orderNo", "orderNo"), ("refundId", "refundId")),
+    # Taobao summaries were not shown: we read them as the purchase list names its ids.
+    "taobao": (("purchaseId", "purchaseId"), ("orderId", "purchaseId"), ("orderNo", "orderNo"), ("refundId", "refundId")),
+}
+# The Taobao price-correction body (doc-en.pandapon.com/api-263477629): salesOrderId, "淘宝订单号", is
+# the distributor's sales order, which we take to be the platform's orderNo; each sub-order's
+# purchase_order_outer_id is the purchase record's purchaseOrderOuterId.
+INFERRED_TAOBAO_BODY_IDS = (("salesOrderId", "orderNo"),)
+INFERRED_TAOBAO_SUB_ORDER_IDS = (("purchase_order_outer_id", "outerPurchaseId"), ("refund_id", "refundId"))
+# Which id names the order in the inbox and in logs, most specific first.
+ORDER_ID_PREFERENCE = ("tbOrderId", "purchaseId", "orderNo", "outerPurchaseId")
+# Which id picks a re-fetched record, most specific first: one orderNo may hold several purchases.
+MATCH_PREFERENCE = ("tbOrderId", "purchaseId", "outerPurchaseId", "orderNo")
 
 # --- orders -------------------------------------------------------------------------------------
 TAOBAO_STATUS = {
@@ -95,20 +147,25 @@ TAOBAO_STATUS = {
     4: "closed",
     9: "other",
 }
-ALIBABA_STATUS = {
-    1: "awaiting_payment",
-    2: "awaiting_shipment",
-    3: "shipped",
-    4: "received",
-    5: "completed",
-    6: "cancelled",
-    7: "closed",
-    8: "other",
+# The order page's integer statuses, as the names 1688 and the order detail give them (002): raw
+# statuses read the same whichever call fetched the order.
+ALIBABA_STATUS_NAMES = {
+    1: "waitbuyerpay",
+    2: "waitsellersend",
+    3: "waitbuyerreceive",
+    4: "confirm_goods",
+    5: "success",
+    6: "cancel",
+    7: "terminated",
 }
+# The page's line id that the order detail calls subItemID: for a one-line order 1688 gives the
+# order number to both (002's example, and 2257164624870311973 in DajiSaaS's buyerView sample).
+INFERRED_LINE_ID_KEY = "subTbOrderId"
+# doc-en-ka.xportcn.com/doc-8873281: SubOrderDetailVO2.refundStatus, and (inferred) the refund
+# query's refundStatus, whose page gives no values.
 TAOBAO_REFUNDED = 100
-# Taobao sub-orders show a refund state but the captured example has no refunded amount; when
-# taobaoRefundOrder carries one of these keys we use it, else a refunded line counts in full.
-INFERRED_TAOBAO_REFUND_FEE_KEYS = ("refundFee", "refund_fee", "refundAmount")
+# The unit of the refund query's refundFee is not stated: fen, like every other Taobao amount here.
+INFERRED_REFUND_FEE_KEY = "refundFee"
 CURRENCY = "CNY"
 
 
@@ -120,13 +177,13 @@ def sign(access_key: str, timestamp: str, nonce: str, access_secret: str) -> str
 
 
 def signed_headers(access_key: str, access_secret: str, user_id: str, now_ms: int | None = None) -> dict[str, str]:
-    """The headers that authenticate one API request (or one push, in the sandbox)."""
+    """The headers that authenticate one API request."""
     timestamp = str(now_ms if now_ms is not None else int(time.time() * 1000))
     nonce = "".join(secrets.choice(NONCE_ALPHABET) for _ in range(NONCE_LENGTH))
     return {
         "access-key": access_key,
         "timestamp": timestamp,
-        "nonce-str": nonce,
+        NONCE_HEADER: nonce,
         USER_ID_HEADER: user_id,
         "signature": sign(access_key, timestamp, nonce, access_secret),
     }
@@ -149,6 +206,9 @@ class CredentialsSchema(Schema):
     access_secret = fields.String(required=True, validate=validate.Length(min=1))
     user_id = fields.String(required=True, validate=validate.Length(min=1))
     portal = fields.String(load_default="xportcn", validate=validate.OneOf(sorted(PORTALS)))
+    # Whether pushes are signed is not documented: off, the URL token (and allow-list) guard them and
+    # a signature is checked when one comes; on, an unsigned push is refused.
+    require_signature = fields.Boolean(load_default=False)
 
 
 class _DigitString(fields.Field):
@@ -193,40 +253,69 @@ class EnvelopeSchema(Schema):
 ENVELOPE = EnvelopeSchema()
 
 
-def message_kind(message_type: str) -> str | None:
-    """The kind (price / status / refund) of a message type, or None when we do not know it."""
-    if message_type in MESSAGE_KINDS:
-        return MESSAGE_KINDS[message_type]
-    for prefix in INFERRED_PLATFORM_TYPE_PREFIXES:
+def base_type(message_type: str) -> str:
+    """A message type without its platform prefix: `1688_ORDER_CANCEL` is `ORDER_CANCEL`."""
+    for prefix in PLATFORM_TYPE_PREFIXES:
         if message_type.startswith(prefix):
-            return MESSAGE_KINDS.get(message_type[len(prefix):])
-    return None
+            return message_type[len(prefix):]
+    return message_type
+
+
+def message_kind(message_type: str) -> str:
+    """The kind (price / status / refund / logistics / other) of a message type, prefixed or not."""
+    name = base_type(message_type)
+    if name in MESSAGE_KINDS:
+        return MESSAGE_KINDS[name]
+    return next((kind for word, kind in INFERRED_KIND_WORDS if word in name), "other")
+
+
+def body_shape(body: Mapping[str, Any]) -> str:
+    """Which of the documented body shapes a message body has: summary, model or taobao."""
+    if isinstance(body.get("baseInfo"), dict):
+        return "model"
+    if "salesOrderId" in body or isinstance(body.get("subOrders"), list):
+        return "taobao"
+    return "summary"
+
+
+def body_ids(shape: str, platform: str, body: Mapping[str, Any]) -> dict[str, str]:
+    """The ids a message body carries, under our id names (see SUMMARY_IDS)."""
+    found: dict[str, str] = {}
+
+    def take(source: Mapping[str, Any], pairs: tuple[tuple[str, str], ...], where: str) -> None:
+        for key, name in pairs:
+            if name in found or (value := alibaba.text_id(source.get(key))) is None:
+                continue
+            if len(value) > MAX_ID_LENGTH:
+                raise MalformedPush(f"{where}{key} is longer than {MAX_ID_LENGTH} characters", field=f"{where}{key}")
+            found[name] = value
+
+    if shape == "model":
+        take(body["baseInfo"], (("idOfStr", "tbOrderId"), ("id", "tbOrderId"), ("refundId", "refundId")), "messageBody.baseInfo.")
+    elif shape == "taobao":
+        take(body, INFERRED_TAOBAO_BODY_IDS, "messageBody.")
+        for sub in body.get("subOrders") or []:
+            if isinstance(sub, dict):
+                take(sub, INFERRED_TAOBAO_SUB_ORDER_IDS, "messageBody.subOrders[].")
+    else:
+        take(body, SUMMARY_IDS[platform], "messageBody.")
+    return found
 
 
 # The inbox keeps an order id in 64 characters; 1688 and Taobao ids are 19 digits at most.
 MAX_ID_LENGTH = 64
 
 
-def _text_id(value: Any) -> str | None:
-    if isinstance(value, bool) or value is None:
-        return None
-    if isinstance(value, int) or (isinstance(value, str) and value.strip()):
-        text = str(value).strip()
-        return text if len(text) <= MAX_ID_LENGTH else None
-    return None
+def order_ref(platform: str, ids: Mapping[str, str]) -> OrderRef | None:
+    """The order a push names, or None when it names none; `lookup` holds every id it carries."""
+    order_id = next((ids[name] for name in ORDER_ID_PREFERENCE if name in ids), None)
+    return None if order_id is None else OrderRef(platform, order_id, dict(ids))
 
 
-def order_ref(platform: str, body: Mapping[str, Any]) -> OrderRef:
-    """Which order a push body names, and how to ask the API for it."""
-    if platform == "1688":
-        for key in ALIBABA_ORDER_ID_KEYS:
-            if (value := _text_id(body.get(key))) is not None:
-                return OrderRef(platform, value, {"tbOrderId": value})
-        raise MalformedPush("messageBody has no orderId", field="messageBody.orderId")
-    for key, api_filter in INFERRED_TAOBAO_ORDER_KEYS:
-        if (value := _text_id(body.get(key))) is not None:
-            return OrderRef(platform, value, {api_filter: value})
-    raise MalformedPush("messageBody has no purchaseId or orderNo", field="messageBody.purchaseId")
+def dedupe_key(source: str, envelope: Mapping[str, Any]) -> str:
+    """The same message, however its JSON was spaced or ordered: the source and the whole envelope."""
+    canonical = json.dumps(envelope, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(f"{source}\n{canonical}".encode()).hexdigest()
 
 
 class XportcnFamily:
@@ -238,28 +327,35 @@ class XportcnFamily:
         return CredentialsSchema()
 
     def authenticate(self, source: Source, raw: RawPush) -> PushAuth:
-        """Check the MD5 header signature when the push carries one; the URL token guards the rest."""
-        present = [h for h in SIGNED_HEADERS if raw.headers.get(h)]
-        if not present:
-            return PushAuth()
-        if len(present) != len(SIGNED_HEADERS):
-            missing = sorted(set(SIGNED_HEADERS) - set(present))
-            raise BadSignature(f"signature headers incomplete, missing {', '.join(missing)}")
+        """Check the MD5 header signature when the push carries one; the URL token guards the rest.
+
+        The replay key is the signature itself: it stands for (timestamp, nonce), and the nonce is
+        optional, so a push re-sent with its headers and a new body is refused even without one.
+        """
         h = raw.headers
+        present = [name for name in SIGNATURE_HEADERS if h.get(name)]
+        if not present:
+            if source.credentials.get("require_signature"):
+                raise BadSignature("push is not signed and this source requires a signature")
+            return PushAuth()
+        if len(present) != len(SIGNATURE_HEADERS):
+            missing = sorted(set(SIGNATURE_HEADERS) - set(present))
+            raise BadSignature(f"signature headers incomplete, missing {', '.join(missing)}")
         creds = source.credentials
         key_ok = hmac.compare_digest(h["access-key"].encode(), creds["access_key"].encode())
-        expected = sign(creds["access_key"], h["timestamp"], h["nonce-str"], creds["access_secret"])
-        sig_ok = hmac.compare_digest(h["signature"].upper().encode(), expected.encode())
+        expected = sign(creds["access_key"], h["timestamp"], h.get(NONCE_HEADER) or "", creds["access_secret"])
+        given = h["signature"].upper()
+        sig_ok = hmac.compare_digest(given.encode(), expected.encode())
         if not (key_ok and sig_ok):
             raise BadSignature("signature does not verify")
         try:
             ts = timestamp_ms(h["timestamp"])
         except ValueError:
             raise BadSignature("timestamp header is not a number") from None
-        return PushAuth(timestamp_ms=ts, nonce=h["nonce-str"])
+        return PushAuth(timestamp_ms=ts, nonce=given)
 
     def parse_push(self, source: Source, raw: RawPush) -> Push:
-        """Validate the JSON envelope and find the order it names."""
+        """Validate the JSON envelope, read the body in whichever shape it comes, find the order."""
         try:
             data = json.loads(raw.body)
         except (ValueError, UnicodeDecodeError, RecursionError):
@@ -272,94 +368,157 @@ class XportcnFamily:
             field = first_field(err, "body")
             raise MalformedPush(f"{field}: {err.messages[field]}", field=field) from None
         platform = PLATFORMS[env["messagePlatform"]]
-        kind = message_kind(env["messageType"])
-        ref = order_ref(platform, env["messageBody"]) if kind else None
-        if ref is None:
-            # Unknown types are stored and acknowledged; we still note the order if one is named.
-            try:
-                ref = order_ref(platform, env["messageBody"])
-            except MalformedPush:
-                ref = None
-        key = "|".join([source.name, env["messageType"], ref.order_id if ref else "", env["timestamp"]])
+        body = env["messageBody"]
+        shape = body_shape(body)
+        ref = order_ref(platform, body_ids(shape, platform, body))
         return Push(
             message_type=env["messageType"],
-            kind=kind or "other",
-            dedupe_key=hashlib.sha256(key.encode()).hexdigest(),
+            kind=message_kind(env["messageType"]),
+            dedupe_key=dedupe_key(source.name, env),
             order=ref,
-            ignored=None if kind else f"message type {env['messageType']} is not acted on",
+            ignored=None if ref else f"the {shape} body names no order id",
         )
 
     def fetch_orders(self, http: requests.Session, source: Source, ref: OrderRef) -> list[OrderSnapshot]:
-        """Re-fetch the order through the signed list API, filtered to it."""
-        creds = source.credentials
+        """Re-fetch the announced order: the 1688 order detail where the portal has one, else the lists."""
+        paths = PORTALS[source.credentials["portal"]]
         if ref.platform == "1688":
-            path = PORTALS[creds["portal"]]["alibaba_order_page"]
-            payload: dict[str, Any] = {"pageNum": 1, "pageSize": PAGE_SIZE, "tbOrderId": ref.lookup["tbOrderId"]}
-        else:
-            path = TAOBAO_PURCHASE_PAGE
-            payload = {"pageNum": 1, "pageSize": PAGE_SIZE, **ref.lookup}
-            if "purchaseId" in payload and str(payload["purchaseId"]).isdigit():
-                payload["purchaseId"] = int(payload["purchaseId"])
-        headers = signed_headers(creds["access_key"], creds["access_secret"], creds["user_id"])
-        answer = post_json(http, source.base_url + path, payload, headers, source.timeout)
-        records = _page_records(answer)
-        parse = _alibaba_order if ref.platform == "1688" else _taobao_order
-        snapshots = [parse(r) for r in records]
-        wanted = ref.lookup
-        found = [s for s in snapshots if _matches(s, wanted)]
-        if not found:
-            raise PermanentProviderError(f"order {ref.order_id} not found at {source.name}")
-        return found
+            detail = paths["alibaba_order_detail"]
+            if detail and "tbOrderId" in ref.lookup:
+                return [_alibaba_detail(http, source, detail, ref)]
+            found = _lookup(http, source, paths["alibaba_order_page"], ref, ALIBABA_PAGE_FILTERS, _alibaba_ids)
+            return [_alibaba_order(r) for r in found]
+        found = _lookup(http, source, paths["taobao_purchase_page"], ref, TAOBAO_PAGE_FILTERS, _taobao_ids)
+        refunds = _taobao_refunds(http, source, found, ref.lookup.get("refundId"))
+        return [_taobao_order(r, refunds) for r in found]
 
     def ping(self, http: requests.Session, source: Source) -> str:
         """The cheapest signed read, one record of the 1688 order list: proves the keys and the URL."""
-        creds = source.credentials
-        path = PORTALS[creds["portal"]]["alibaba_order_page"]
-        headers = signed_headers(creds["access_key"], creds["access_secret"], creds["user_id"])
-        answer = post_json(http, source.base_url + path, {"pageNum": 1, "pageSize": 1}, headers, source.timeout)
-        _page_records(answer)
-        return f"signed order list call answered ({answer['data'].get('total', '?')} order(s))"
-
+        path = PORTALS[source.credentials["portal"]]["alibaba_order_page"]
+        total, _ = _page(http, source, path, {"pageNum": 1, "pageSize": 1})
+        return f"signed order list call answered ({total} order(s))"
 
     def list_orders(
         self, http: requests.Session, source: Source, since: datetime, until: datetime
     ) -> Iterator[list[OrderSnapshot]]:
         """Page through both platforms' order lists for orders created in the window."""
-        creds = source.credentials
-        window = {"taobao": TAOBAO_WINDOW, "1688": ALIBABA_WINDOW}
-        paths = {"taobao": TAOBAO_PURCHASE_PAGE, "1688": PORTALS[creds["portal"]]["alibaba_order_page"]}
-        for platform, (begin_key, end_key) in window.items():
-            parse = _alibaba_order if platform == "1688" else _taobao_order
-            span = {begin_key: _provider_time(since), end_key: _provider_time(until)}
-            for page in range(1, MAX_PAGES + 1):
-                payload = {"pageNum": page, "pageSize": LIST_PAGE_SIZE, **span}
-                headers = signed_headers(creds["access_key"], creds["access_secret"], creds["user_id"])
-                records = _page_records(post_json(http, source.base_url + paths[platform], payload, headers, source.timeout))
-                if records:
-                    yield [parse(r) for r in records]
-                if len(records) < LIST_PAGE_SIZE:
-                    break
+        paths = PORTALS[source.credentials["portal"]]
+        span = (_provider_time(since), _provider_time(until))
+        for records in _pages(http, source, str(paths["alibaba_order_page"]), dict(zip(ALIBABA_WINDOW, span))):
+            yield [_alibaba_order(r) for r in records]
+        for records in _pages(http, source, str(paths["taobao_purchase_page"]), dict(zip(TAOBAO_WINDOW, span))):
+            refunds = _taobao_refunds(http, source, records, None)
+            yield [_taobao_order(r, refunds) for r in records]
+
+
+def _call(http: requests.Session, source: Source, method: str, path: str, **kwargs: Any) -> Any:
+    """One signed call; the answer's `data`, or a Transient/PermanentProviderError."""
+    creds = source.credentials
+    headers = signed_headers(creds["access_key"], creds["access_secret"], creds["user_id"])
+    answer = request_json(http, method, source.base_url + path, headers, source.timeout, **kwargs)
+    return answer_data(answer, "msg", INFERRED_TRANSIENT_CODES, SUCCESS_CODE)
+
+
+def _page(http: requests.Session, source: Source, path: str, payload: Mapping[str, Any]) -> tuple[int, list[dict[str, Any]]]:
+    """One page of a list: (total, records). PandaPon answers it flat, `{total, data, code}`; the
+    Thai portal inside the envelope, `{code, msg, data: {total, data, code, msg}}`: both are read."""
+    creds = source.credentials
+    headers = signed_headers(creds["access_key"], creds["access_secret"], creds["user_id"])
+    answer = request_json(http, "POST", source.base_url + path, headers, source.timeout, json=payload)
+    page = answer_data(answer, "msg", INFERRED_TRANSIENT_CODES, SUCCESS_CODE)
+    if isinstance(page, dict):  # nested: the inner page has a code of its own
+        if page.get("code") is not None:
+            answer_data(page, "msg", INFERRED_TRANSIENT_CODES, SUCCESS_CODE)
+        records, total = page.get("data"), page.get("total")
+    else:  # flat: `data` is the list itself
+        records, total = page, answer.get("total")
+    found = order_records(records, "data")
+    return as_int(total, "total") if total is not None else len(found), found
+
+
+def _pages(http: requests.Session, source: Source, path: str, filters: Mapping[str, Any]) -> Iterator[list[dict[str, Any]]]:
+    """Every record of a list, a page at a time, following `total`: a server may cap the page size."""
+    size, seen = LIST_PAGE_SIZE, 0
+    for number in range(1, MAX_PAGES + 1):
+        total, records = _page(http, source, path, {"pageNum": number, "pageSize": size, **filters})
+        if records:
+            yield records
+        seen += len(records)
+        if not records or seen >= total:
+            return
+        if number == 1 and len(records) < size:
+            size = len(records)  # the server's cap: later pages are numbered in its size
+
+
+def _lookup(
+    http: requests.Session,
+    source: Source,
+    path: str | None,
+    ref: OrderRef,
+    filters: tuple[str, ...],
+    ids_of: Any,
+) -> list[dict[str, Any]]:
+    """The records of a list that are the announced order, asked by a documented filter and checked
+    by every id the push carried, most specific first (one platform order may hold several purchases)."""
+    query = {name: ref.lookup[name] for name in filters if name in ref.lookup}
+    if not query or path is None:
+        raise PermanentProviderError(f"order {ref.order_id}: the push carries no id the {ref.platform} list filters by")
+    name, text = next(iter(query.items()))
+    value: Any = int(text) if name == "purchaseId" and text.isdigit() else text  # the purchase list documents a number
+    _, records = _page(http, source, path, {"pageNum": 1, "pageSize": LOOKUP_PAGE_SIZE, name: value})
+    for id_name in MATCH_PREFERENCE:
+        wanted = ref.lookup.get(id_name)
+        found = [r for r in records if wanted is not None and ids_of(r).get(id_name) == wanted]
+        if found:
+            return found
+    raise PermanentProviderError(f"order {ref.order_id} not found at {source.name}")
+
+
+def _alibaba_ids(record: Mapping[str, Any]) -> dict[str, str | None]:
+    return {"tbOrderId": alibaba.text_id(record.get("tbOrderId")), "orderNo": alibaba.text_id(record.get("orderNo"))}
+
+
+def _taobao_ids(record: Mapping[str, Any]) -> dict[str, str | None]:
+    return {
+        "purchaseId": alibaba.text_id(record.get("purchaseId")),
+        "orderNo": alibaba.text_id(record.get("orderNo")),
+        "outerPurchaseId": alibaba.text_id(record.get("purchaseOrderOuterId")),
+    }
+
+
+def _alibaba_detail(http: requests.Session, source: Source, path: str, ref: OrderRef) -> OrderSnapshot:
+    """A 1688 order through `/alibaba/order/detail`: 1688's own model, in the envelope."""
+    model = _call(http, source, "POST", path, json={"webSite": ALIBABA_WEBSITE, "orderId": ref.lookup["tbOrderId"]})
+    if not isinstance(model, dict) or not isinstance(model.get("baseInfo"), dict):
+        raise PermanentProviderError(f"order {ref.order_id} not found at {source.name}")
+    snapshot = alibaba.order_snapshot(model)
+    if snapshot.provider_order_id != ref.lookup["tbOrderId"]:
+        raise PermanentProviderError(f"order detail for {ref.order_id} answered order {snapshot.provider_order_id}")
+    # 1688's model has no platform order number; the push may have named it.
+    return dataclasses.replace(snapshot, order_no=snapshot.order_no or ref.lookup.get("orderNo"))
+
+
+def _taobao_refunds(
+    http: requests.Session, source: Source, records: list[dict[str, Any]], pushed: str | None
+) -> dict[str, dict[str, Any]]:
+    """The refund cases of these purchases' sub-orders (and the pushed one), by refund id, from the
+    after-sales query: the purchase list shows a refund's state but not what it refunded."""
+    path = PORTALS[source.credentials["portal"]]["taobao_refund_query"]
+    wanted = {alibaba.text_id(s.get("refundId")) for r in records for s in r.get("subOrderVOS") or [] if isinstance(s, dict)}
+    wanted.add(pushed)
+    wanted.discard(None)
+    refunds: dict[str, dict[str, Any]] = {}
+    for refund_id in sorted(w for w in wanted if w):
+        data = _call(http, source, "GET", str(path), params={"refundId": refund_id})
+        aggregate = data.get("refundOrderAggregate") if isinstance(data, dict) else None
+        if isinstance(aggregate, dict) and isinstance(aggregate.get("refundOrder"), dict):
+            refunds[refund_id] = aggregate
+    return refunds
 
 
 def _provider_time(moment: datetime) -> str:
     """A time as the list APIs take it: "YYYY-MM-DD HH:MM:SS" on the provider's clock."""
     return moment.astimezone(INFERRED_PROVIDER_TZ).strftime("%Y-%m-%d %H:%M:%S")
-
-
-def _page_records(answer: Any) -> list[dict[str, Any]]:
-    """The records of a `{code, msg, data: {total, data: [...]}}` answer; raise on an error code."""
-    page = answer_data(answer, "msg", INFERRED_TRANSIENT_CODES, SUCCESS_CODE)
-    return order_records(page.get("data") if isinstance(page, dict) else None, "data.data")
-
-
-def _matches(snapshot: OrderSnapshot, lookup: Mapping[str, str]) -> bool:
-    """Whether a record is the one asked for: list filters are a courtesy we do not rely on."""
-    ids = {
-        "tbOrderId": snapshot.provider_order_id,
-        "purchaseId": snapshot.purchase_id,
-        "orderNo": snapshot.order_no,
-    }
-    return all(ids.get(k) == str(v) for k, v in lookup.items())
 
 
 def _json_field(value: Any) -> dict[str, Any]:
@@ -375,36 +534,47 @@ def _json_field(value: Any) -> dict[str, Any]:
     return {}
 
 
-def _status(table: Mapping[int, str], raw: Any) -> tuple[str, str]:
-    code = as_int(raw, "status")
-    return table.get(code, "other"), str(code)
+def _alibaba_status(raw: Any) -> str:
+    """A page status as 1688 names it; a code outside the documented ones stays a number."""
+    code = as_int(raw, "orderStatus")
+    return ALIBABA_STATUS_NAMES.get(code, str(code))
+
+
+def _alibaba_line_ids(details: list[dict[str, Any]]) -> list[str]:
+    """Each line's id: its 1688 sub-order id, unless two lines share one (then the page's own)."""
+    subs = [alibaba.text_id(d.get(INFERRED_LINE_ID_KEY)) for d in details]
+    if None in subs or len(set(subs)) != len(subs):
+        return [str(d.get("id")) for d in details]
+    return [str(s) for s in subs]
 
 
 def _alibaba_order(r: Mapping[str, Any]) -> OrderSnapshot:
-    """A 1688 order record of `/alibaba/order/page` as our order."""
-    if not _text_id(r.get("tbOrderId")):
+    """A 1688 order record of `/alibaba/order/page` as our order: amounts in fen, statuses as 1688's."""
+    tb_order_id = alibaba.text_id(r.get("tbOrderId"))
+    if tb_order_id is None:
         raise PermanentProviderError("1688 order record has no tbOrderId")
-    status, raw_status = _status(ALIBABA_STATUS, r.get("orderStatus"))
+    raw_status = _alibaba_status(r.get("orderStatus"))
+    details = [d for d in r.get("orderDetailInfoVOS") or [] if isinstance(d, dict)]
     lines = tuple(
         LineSnapshot(
-            line_id=str(d.get("id")),
-            product_id=_text_id(d.get("productId")),
-            sku_id=_text_id(d.get("skuId")),
+            line_id=line_id,
+            product_id=alibaba.text_id(d.get("productId")),
+            sku_id=alibaba.text_id(d.get("skuId")),
             title=d.get("name"),
             quantity=as_int(d.get("quantity"), "quantity"),
             price=as_int(d.get("price"), "price"),
             amount=as_int(d.get("itemAmount"), "itemAmount"),
             refund_amount=as_int(d.get("refund"), "refund"),
-            raw_status=None if d.get("status") is None else str(d.get("status")),
+            raw_status=None if d.get("status") is None else _alibaba_status(d.get("status")),
         )
-        for d in r.get("orderDetailInfoVOS") or []
+        for line_id, d in zip(_alibaba_line_ids(details), details)
     )
     return OrderSnapshot(
         platform="1688",
-        provider_order_id=str(r["tbOrderId"]),
-        order_no=_text_id(r.get("orderNo")),
+        provider_order_id=tb_order_id,
+        order_no=alibaba.text_id(r.get("orderNo")),
         purchase_id=None,
-        status=status,
+        status=alibaba.normalised_status(raw_status)[0],
         raw_status=raw_status,
         product_amount=as_int(r.get("productAmount"), "productAmount"),
         shipping_fee=as_int(r.get("shippingFee"), "shippingFee"),
@@ -417,19 +587,36 @@ def _alibaba_order(r: Mapping[str, Any]) -> OrderSnapshot:
     )
 
 
-def _taobao_line(sub: Mapping[str, Any]) -> LineSnapshot:
+def _taobao_refund(sub: Mapping[str, Any], result: Mapping[str, Any], refunds: Mapping[str, Mapping[str, Any]]) -> int | None:
+    """What the after-sales query says a sub-order got back, in fen; None when it knows no case of it."""
+    refund_id = alibaba.text_id(sub.get("refundId"))
+    case = refunds.get(refund_id) if refund_id else None
+    if case is None:
+        # A pushed refund the list does not link yet: matched by its purchase line.
+        line_id = alibaba.text_id(result.get("sub_purchase_order_id"))
+        case = next(
+            (c for c in refunds.values() if line_id and alibaba.text_id((c.get("purchaseOrderLine") or {}).get("purchaseOrderLineId")) == line_id),
+            None,
+        )
+    if case is None:
+        return None
+    order = case["refundOrder"]
+    if as_int(order.get("refundStatus"), "refundStatus") != TAOBAO_REFUNDED:
+        return 0
+    return as_int(order.get(INFERRED_REFUND_FEE_KEY), INFERRED_REFUND_FEE_KEY)
+
+
+def _taobao_line(sub: Mapping[str, Any], refunds: Mapping[str, Mapping[str, Any]]) -> LineSnapshot:
     result = _json_field(sub.get("subOrderResult")) or _json_field(sub.get("createSubOrderResult"))
     quantity = as_int(result.get("quantity"), "quantity") or 1
     amount = as_int(result.get("purchase_amount", result.get("estimate_amount")), "purchase_amount")
-    refund = 0
-    if as_int(sub.get("refundStatus"), "refundStatus") == TAOBAO_REFUNDED:
-        refund_order = _json_field(sub.get("taobaoRefundOrder"))
-        fee = next((refund_order[k] for k in INFERRED_TAOBAO_REFUND_FEE_KEYS if k in refund_order), None)
-        refund = amount if fee is None else as_int(fee, "refundFee")
+    refund = _taobao_refund(sub, result, refunds)
+    if refund is None:  # no case the query knows: the list's own state, in full when refunded
+        refund = amount if as_int(sub.get("refundStatus"), "refundStatus") == TAOBAO_REFUNDED else 0
     return LineSnapshot(
         line_id=str(sub.get("id")),
-        product_id=_text_id(result.get("item_id")),
-        sku_id=_text_id(result.get("sku_id")),
+        product_id=alibaba.text_id(result.get("item_id")),
+        sku_id=alibaba.text_id(result.get("sku_id")),
         title=result.get("title"),
         quantity=quantity,
         price=amount // quantity,
@@ -439,26 +626,24 @@ def _taobao_line(sub: Mapping[str, Any]) -> LineSnapshot:
     )
 
 
-def _taobao_order(r: Mapping[str, Any]) -> OrderSnapshot:
+def _taobao_order(r: Mapping[str, Any], refunds: Mapping[str, Mapping[str, Any]]) -> OrderSnapshot:
     """A Taobao purchase record of `/open/purchase/page` as our order: one purchase is one order."""
-    purchase_id = _text_id(r.get("purchaseId"))
+    purchase_id = alibaba.text_id(r.get("purchaseId"))
     if purchase_id is None:
         raise PermanentProviderError("Taobao purchase record has no purchaseId")
-    status, raw_status = _status(TAOBAO_STATUS, r.get("status"))
-    lines = tuple(_taobao_line(s) for s in r.get("subOrderVOS") or [])
+    code = as_int(r.get("status"), "status")
+    subs = [s for s in r.get("subOrderVOS") or [] if isinstance(s, dict)]
+    lines = tuple(_taobao_line(s, refunds) for s in subs)
     product = sum(line.amount for line in lines)
-    shipping = sum(
-        as_int(_json_field(s.get("subOrderResult")).get("domestic_post_fee"), "domestic_post_fee")
-        for s in r.get("subOrderVOS") or []
-    )
+    shipping = sum(as_int(_json_field(s.get("subOrderResult")).get("domestic_post_fee"), "domestic_post_fee") for s in subs)
     total = as_int(r.get("purchaseAmount"), "purchaseAmount")
     return OrderSnapshot(
         platform="taobao",
         provider_order_id=purchase_id,
-        order_no=_text_id(r.get("orderNo")),
+        order_no=alibaba.text_id(r.get("orderNo")),
         purchase_id=purchase_id,
-        status=status,
-        raw_status=raw_status,
+        status=TAOBAO_STATUS.get(code, "other"),
+        raw_status=str(code),
         product_amount=product,
         shipping_fee=shipping,
         discount=max(0, product + shipping - total),

@@ -10,6 +10,7 @@ import logging
 import random
 import threading
 import time
+from urllib.parse import parse_qsl
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Mapping, Protocol
@@ -94,10 +95,17 @@ class Sandbox:
             # for the client's delayed ACK of the headers, 40 ms on Linux, on every call.
             disable_nagle_algorithm = True
 
+            def do_GET(self) -> None:  # noqa: N802 - the stdlib's name
+                # A GET's query reaches the provider as a JSON body: providers read parameters one way.
+                path, _, query = self.path.partition("?")
+                self.answer(*sandbox.dispatch(path, self.headers, json.dumps(dict(parse_qsl(query))).encode()))
+
             def do_POST(self) -> None:  # noqa: N802 - the stdlib's name
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length)
-                status, payload = sandbox.dispatch(self.path, self.headers, body)
+                self.answer(*sandbox.dispatch(self.path, self.headers, body))
+
+            def answer(self, status: int, payload: dict[str, Any]) -> None:
                 if status == 0:  # a simulated time-out: answer too late
                     time.sleep(sandbox.faults.timeout_delay)
                     status, payload = 504, {"error": "timeout"}
@@ -199,7 +207,10 @@ class Sandbox:
                 if shape is not None and shape not in provider.shapes:
                     return 400, {"error": f"shape must be one of {', '.join(provider.shapes)}"}
                 message_type = getattr(provider, CHANGES[kind])(order_id)
-                headers, push = provider.push(order_id, message_type, shape=shape)
+                try:
+                    headers, push = provider.push(order_id, message_type, shape=shape)
+                except ValueError as err:  # a shape this order's platform does not push
+                    return 400, {"error": str(err)}
                 return 200, {"order_id": order_id, "message_type": message_type, "headers": headers, "body": push.decode()}
             if action == "redeliver":
                 headers, push = provider.redeliver(args.get("headers") or {}, str(args.get("body", "")).encode())

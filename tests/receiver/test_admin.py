@@ -94,7 +94,7 @@ def test_event_page_shows_raw_body_headers_attempts_error_and_the_orders_history
     assert "ORDER_BUYER_VIEW_ORDER_PRICE_MODIFY" in html and ALIBABA in html  # the body
     assert "<th>access-key</th><td>ak-demo</td>" in html  # the headers we keep
     assert 'id="attempts">1<' in html
-    assert "<td>total_amount</td><td>23200</td><td>23050</td>" in html  # the history
+    assert "<td>total_amount</td><td>23344</td><td>23194</td>" in html  # the history
     assert f"event:{second.id}" in html
     assert f'href="/admin/events/{first.id}"' in html  # the order's other events
 

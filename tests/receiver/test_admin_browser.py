@@ -70,4 +70,4 @@ def test_click_replay_on_a_dead_event_and_see_it_processed(app, client, sandbox,
         return status if status == EventStatus.PROCESSED else None
 
     assert wait_for(shown_status, timeout=20, interval=0.3) == "processed"
-    assert "23200" in browser.find_element(By.ID, "history").text  # the order, fetched after the replay
+    assert "23344" in browser.find_element(By.ID, "history").text  # the order, fetched after the replay

@@ -70,7 +70,7 @@ def test_stale_snapshot_never_moves_an_order_back(app, client):
 
 def test_events_newest_first_filtered_and_paginated(app, client):
     for i, msg in enumerate(["ORDER_CREATE", "ORDER_CANCEL", "SHOP_NOTICE"]):
-        body = {"messageType": msg, "messageBody": {"orderId": f"{i}00"}, "messagePlatform": 1, "timestamp": str(int(time.time() * 1000) + i)}
+        body = {"messageType": msg, "messageBody": {"orderId": f"{i}00"} if i < 2 else {"notice": "hi"}, "messagePlatform": 1, "timestamp": str(int(time.time() * 1000) + i)}
         assert client.post(f"/callbacks/demo?token={TOKENS['demo']}", data=json.dumps(body), content_type="application/json").status_code == 200
     page = client.get("/api/events?per_page=2", headers=AUTH).json
     assert page["total"] == 3 and [e["message_type"] for e in page["events"]] == ["SHOP_NOTICE", "ORDER_CANCEL"]

@@ -5,6 +5,7 @@ import dataclasses
 import ipaddress
 import json
 import time
+import uuid
 from datetime import timedelta
 
 import pytest
@@ -13,7 +14,7 @@ from sqlalchemy import insert, select
 
 from receiver.inbox import forget_nonces
 from receiver.models import Event, EventStatus, SpentNonce, utcnow
-from receiver.providers import xportcn
+from receiver.sandbox.xportcn import md5_signature
 from tests.conftest import CREDENTIALS, TOKENS
 
 ORDER = "2542285634920880794"
@@ -36,9 +37,14 @@ def envelope(**overrides):  # type: ignore[no-untyped-def]
     return {k: v for k, v in body.items() if v is not None}
 
 
-def signed(ts_ms: int | None = None, secret: str | None = None) -> dict[str, str]:
+def signed(ts_ms: int | None = None, secret: str | None = None, nonce: str | None = None) -> dict[str, str]:
+    """Headers as the provider signs them, by the loopback provider's own code (not our client's)."""
     c = CREDENTIALS["demo"]
-    return xportcn.signed_headers(c["access_key"], secret or c["access_secret"], c["user_id"], now_ms=ts_ms)
+    stamp = str(ts_ms if ts_ms is not None else int(time.time() * 1000))
+    nonce = uuid.uuid4().hex if nonce is None else nonce
+    headers = {"access-key": c["access_key"], "timestamp": stamp, "user-id": c["user_id"]}
+    headers["signature"] = md5_signature(c["access_key"], stamp, nonce, secret or c["access_secret"])
+    return {**headers, "nonce-str": nonce} if nonce else headers
 
 
 def test_signed_push_is_stored_and_acknowledged(app, client):
@@ -70,17 +76,21 @@ def test_timestamp_in_seconds_is_accepted(app, client):
         (URL, "stale", 401, "stale timestamp"),
         (URL, "future", 401, "timestamp from the future"),
         (URL, "partial", 401, "incomplete signature headers"),
+        (URL, "nonce-not-signed", 401, "a nonce the signature does not cover"),
     ],
 )
-def test_refused_push_stores_nothing(app, client, url, headers, status, event):
+def test_refused_push_stores_nothing(app, client, settings, url, headers, status, event):
+    window_ms = settings.timestamp_window * 1000
     if headers == "bad-secret":
         headers = signed(secret="not-the-secret")
     elif headers == "stale":
-        headers = signed(ts_ms=int(time.time() * 1000) - 601_000)
+        headers = signed(ts_ms=int(time.time() * 1000) - window_ms - 1000)
     elif headers == "future":
-        headers = signed(ts_ms=int(time.time() * 1000) + 601_000)
+        headers = signed(ts_ms=int(time.time() * 1000) + window_ms + 1000)
     elif headers == "partial":
-        headers = {k: v for k, v in signed().items() if k != "nonce-str"}
+        headers = {k: v for k, v in signed().items() if k != "timestamp"}
+    elif headers == "nonce-not-signed":
+        headers = {**signed(nonce=""), "nonce-str": "added-after-signing"}
     resp = client.post(url, json=envelope(), headers=headers)
     assert resp.status_code == status, event
     assert resp.json["ok"] is False and resp.json["error"]
@@ -107,8 +117,9 @@ def test_replayed_nonce_is_refused(app, client):
         (json.dumps(envelope(messagePlatform=7)).encode(), "messagePlatform"),
         (json.dumps(envelope(messagePlatform="1")).encode(), "messagePlatform"),
         (json.dumps(envelope(timestamp="yesterday")).encode(), "timestamp"),
-        (json.dumps(envelope(messageBody=json.dumps({"orderNo": "PO1"}))).encode(), "messageBody.orderId"),
         (json.dumps(envelope(messageBody=json.dumps({"orderId": "9" * 65}))).encode(), "messageBody.orderId"),
+        (json.dumps(envelope(messageBody={"baseInfo": {"idOfStr": "9" * 65}})).encode(), "messageBody.baseInfo.idOfStr"),
+        (json.dumps(envelope(messageBody={"salesOrderId": "9" * 65, "subOrders": []})).encode(), "messageBody.salesOrderId"),
         (b"[" * 100_000 + b"]" * 100_000, "body"),
         (json.dumps(envelope(messageBody="[" * 100_000)).encode(), "messageBody"),
     ],
@@ -133,20 +144,60 @@ def test_oversize_body_is_413(app, client):
     assert stored_events(app) == []
 
 
-def test_unknown_type_is_stored_and_acknowledged_but_not_processed(app, client):
-    resp = client.post(URL, json=envelope(messageType="SHOP_NOTICE", messageBody=json.dumps({"notice": "hi"})))
+def test_a_push_naming_no_order_is_stored_as_ignored_with_its_reason(app, client):
+    resp = client.post(URL, json=envelope(messageType="SHOP_NOTICE", messageBody=json.dumps({"notice": "hi", "id": "77"})))
     assert resp.status_code == 200
     [event] = stored_events(app)
-    assert (event.message_type, event.kind, event.status) == ("SHOP_NOTICE", "other", EventStatus.IGNORED)
+    assert (event.message_type, event.kind, event.status, event.order_id) == ("SHOP_NOTICE", "other", EventStatus.IGNORED, None)
+    assert event.ignored_reason == "the summary body names no order id"
 
 
-@pytest.mark.parametrize("change", ["same body", "same type, order and push time"])
-def test_duplicate_delivery_is_acknowledged_and_stored_once(app, client, change):
+@pytest.mark.parametrize("message_type", ["ORDER_BUYER_VIEW_ANNOUNCE_SENDGOODS", "1688_SOMETHING_NEW", "TAOBAO_ORDER_STATUS_MODIFY"])
+def test_a_type_never_seen_before_that_names_an_order_is_kept_for_a_refetch(app, client, message_type):
+    assert client.post(URL, json=envelope(messageType=message_type)).status_code == 200
+    [event] = stored_events(app)
+    assert (event.status, event.order_id, event.ignored_reason) == (EventStatus.RECEIVED, ORDER, None)
+
+
+def test_duplicate_delivery_is_acknowledged_and_stored_once(app, client):
     first = envelope()
-    again = dict(first) if change == "same body" else {**first, "messageBody": {"orderId": ORDER, "extra": 1}}
     assert client.post(URL, json=first).status_code == 200
-    assert client.post(URL, json=again).status_code == 200
+    respaced = json.dumps(dict(reversed(first.items())), indent=2)  # the same message, written another way
+    assert client.post(URL, data=respaced, content_type="application/json").status_code == 200
     assert len(stored_events(app)) == 1
+
+
+def test_a_push_with_another_body_under_the_same_type_order_and_time_is_not_dropped(app, client):
+    # Today's dedupe key must not let an early, unsigned push pre-empt the genuine one.
+    genuine = envelope(timestamp=str(int(time.time() * 1000) + 60_000))
+    forged = {**genuine, "messageBody": json.dumps({"orderId": ORDER, "orderStatus": "CANCEL"})}
+    assert client.post(URL, json=forged).status_code == 200
+    assert client.post(URL, json=genuine, headers=signed()).status_code == 200
+    assert len(stored_events(app)) == 2
+
+
+def test_a_signed_push_without_a_nonce_is_verified(app, client):
+    headers = signed(nonce="")
+    assert "nonce-str" not in headers
+    assert client.post(URL, json=envelope(), headers=headers).status_code == 200
+    forged = client.post(URL, json=envelope(messageType="ORDER_CANCEL"), headers=headers)
+    assert forged.status_code == 401  # a captured signature does not carry a new body
+
+
+def test_a_retry_hours_later_with_its_first_headers_is_accepted_or_a_duplicate(app, client):
+    signed_at = int(time.time() * 1000) - (2 * 3600 + 30 * 60) * 1000  # the fifth retry, 2.5 hours on
+    headers, body = signed(ts_ms=signed_at), envelope(timestamp=str(signed_at))
+    assert client.post(URL, json=body, headers=headers).status_code == 200  # we were down until now
+    assert client.post(URL, json=body, headers=headers).status_code == 200  # and its next retry
+    assert len(stored_events(app)) == 1
+
+
+def test_a_source_may_require_signed_pushes(settings, make_app):
+    demo = dataclasses.replace(settings.sources["demo"], credentials={**settings.sources["demo"].credentials, "require_signature": True})
+    client = make_app(sources={**settings.sources, "demo": demo}).test_client()
+    refused = client.post(URL, json=envelope())
+    assert refused.status_code == 401 and "signature" in refused.json["error"]
+    assert client.post(URL, json=envelope(), headers=signed()).status_code == 200
 
 
 def test_database_down_is_503_so_the_provider_retries(make_app, tmp_path):

@@ -45,7 +45,7 @@ def test_check_config_pings_everything_and_says_ok(run):
     table = rows(result.output)
     assert {k: v[0] for k, v in table.items()} == {
         "config": "ok", "api token": "ok", "database": "ok", "redis": "ok",
-        "source demo": "ok", "source thai": "ok", "source daji": "ok",
+        "source demo": "ok", "source xport": "ok", "source thai": "ok", "source daji": "ok",
     }
     assert "signed order list call answered (1 order(s))" in table["source demo"][1]
     assert "keyed order list call answered" in table["source daji"][1]
@@ -85,8 +85,8 @@ def test_orders_show_prints_our_copy_with_lines_and_history(app, client, sandbox
     events_when(app, EventStatus.PROCESSED, EventStatus.PROCESSED)
     result = run("orders", "show", "demo", ALIBABA)
     assert result.exit_code == 0, result.output
-    assert "total_amount: 23050 (fen CNY)" in result.output
+    assert "total_amount: 23194 (fen CNY)" in result.output
     assert "lines (1):" in result.output and "qty=3" in result.output
-    assert "total_amount: 23200 -> 23050" in result.output
+    assert "total_amount: 23344 -> 23194" in result.output
     missing = run("orders", "show", "demo", "no-such-order")
     assert missing.exit_code == 1 and "no order 'no-such-order'" in missing.output

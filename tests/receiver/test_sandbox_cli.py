@@ -47,7 +47,7 @@ def test_sandbox_command_serves_both_families_with_their_faults(served):
     http = requests.Session()
     demo, daji = sources["demo"], sources["daji"]
     [order] = family_for("xportcn").fetch_orders(http, demo, OrderRef("1688", "2542285634920880794", {"tbOrderId": "2542285634920880794"}))
-    assert order.total_amount == 23200 and order.status == "awaiting_payment"
+    assert order.total_amount == 23344 and order.status == "awaiting_payment"
     with pytest.raises(ProviderError, match="1001"):  # --broken-order
         family_for("dajisaas").fetch_orders(http, daji, OrderRef("1688", "29080593337363456", {"orderId": "29080593337363456"}))
     wrong = dict(demo.credentials, access_secret="not-it")

@@ -35,11 +35,11 @@ def delivered(app, sinks, rule: str) -> Alert:  # type: ignore[no-untyped-def]
 def test_price_correction_alert_reaches_every_sink_once(app, client, provider, worker, sinks):
     send(client, provider, ALIBABA, "ORDER_CREATE")
     order_when(client, ALIBABA)
-    message_type = provider.correct_price(ALIBABA, -2320)  # 10% off 232.00
+    message_type = provider.correct_price(ALIBABA, -2335)  # 10% off 233.44, rounded to the fen
     for _ in range(2):  # the same correction announced twice
         send(client, provider, ALIBABA, message_type)
     alert = delivered(app, sinks, "price_corrected")
-    assert "232.00 -> 208.80 CNY (-10.00%)" in alert.title and alert.order_id == ALIBABA
+    assert "233.44 -> 210.09 CNY (-10.00%)" in alert.title and alert.order_id == ALIBABA
     hook = dict(sinks.posts)["/hook"]
     assert hook["rule"] == "price_corrected" and hook["detail"]["percent"] == -10.0
     assert "-10.00%" in dict(sinks.posts)["/slack"]["text"]

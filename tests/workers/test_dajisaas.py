@@ -159,5 +159,5 @@ def test_both_families_run_side_by_side(client, daji, sandbox, worker):
     headers, body = xportcn.push(XPORTCN_ORDER, "ORDER_CREATE")
     assert post(client, headers, body, source="demo").status_code == 200
     assert send(client, daji, "ORDER_BUYER_VIEW_BUYER_MAKE").status_code == 200
-    assert order_when(client, XPORTCN_ORDER, "demo")["total_amount"] == 23200
+    assert order_when(client, XPORTCN_ORDER, "demo")["total_amount"] == 23344
     assert order_when(client)["total_amount"] == 4730

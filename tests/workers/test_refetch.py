@@ -98,7 +98,7 @@ def test_order_found_by_any_of_its_ids(client, provider, known):
     order = known(TAOBAO)
     by_number = client.get(f"/api/orders/demo/{order['order_no']}", headers=AUTH).json
     assert by_number["purchase_id"] == TAOBAO and by_number["platform"] == "taobao"
-    assert by_number["product_amount"] == 2990 and by_number["lines"][0]["sku_id"] == "23179458212196"
+    assert by_number["product_amount"] == 5980 and by_number["lines"][0]["sku_id"] == "23179458212196"
 
 
 def test_thai_portal_refetches_through_v2(app, client, sandbox, worker):
@@ -146,7 +146,7 @@ def test_transient_provider_failure_is_retried_then_succeeds(app, client, sandbo
     send(client, provider, ALIBABA, "ORDER_CREATE")
     [event] = events_when(app, EventStatus.PROCESSED)
     assert event.attempts == 2
-    assert order_when(client, ALIBABA)["total_amount"] == 23200
+    assert order_when(client, ALIBABA)["total_amount"] == 23344
     assert [status for _, _, status in sandbox.calls][-1] == 200
 
 

@@ -263,7 +263,7 @@ def _answer(*records: Any, code: int = 200, message: str = "操作成功") -> di
 
 def test_fetch_sends_the_keys_and_the_order_and_keeps_only_that_order() -> None:
     stranger = copy.deepcopy(SEED[0])
-    stranger["baseInfo"]["id"] = 1
+    stranger["baseInfo"].update(id=1, idOfStr="1")
     http = _Http(_answer(stranger, copy.deepcopy(SEED[0])))
     ref = OrderRef("1688", ORDER_ID, {spec.INFERRED_ORDER_FILTER: ORDER_ID})
     (snap,) = FAMILY.fetch_orders(http, SOURCE, ref)  # type: ignore[arg-type]
