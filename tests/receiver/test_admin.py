@@ -9,7 +9,7 @@ import pytest
 
 from receiver.admin import CSRF_TTL, csrf_token
 from receiver.models import Event, EventStatus
-from tests.conftest import API_TOKEN
+from tests.conftest import API_TOKEN, TOKENS
 from tests.workers.test_refetch import ALIBABA, events_when, send
 
 
@@ -130,3 +130,12 @@ def test_replay_all_dead_of_one_source(app, client, stored_event):
     assert [status_of(app, i) != EventStatus.DEAD for i in ours] == [True, True]
     assert status_of(app, theirs) == EventStatus.DEAD
     assert client.post("/admin/replay-dead", data={"csrf_token": token, "source": "nobody"}, headers=ADMIN).status_code == 400
+
+
+def test_an_ignored_events_page_says_why(app, client):
+    body = {"messageType": "SHOP_NOTICE", "messageBody": {"notice": "closed on Sunday"}, "messagePlatform": 1, "timestamp": "1779263269913"}
+    assert client.post(f"/callbacks/demo?token={TOKENS['demo']}", json=body).status_code == 200
+    [event] = events_when(app, EventStatus.IGNORED)
+    html = client.get(f"/admin/events/{event.id}", headers=ADMIN).get_data(as_text=True)
+    assert 'id="ignored-reason">the summary body names no order id<' in html
+    assert "the summary body names no order id" in client.get("/admin/?status=ignored", headers=ADMIN).get_data(as_text=True)

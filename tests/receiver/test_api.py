@@ -95,3 +95,12 @@ def test_health_and_readiness(client):
 def test_unrouted_requests_get_json_errors(client, method, path, status):
     resp = getattr(client, method)(path)
     assert resp.status_code == status and resp.is_json and resp.json["ok"] is False
+
+
+def test_a_call_that_lacks_an_id_or_a_time_leaves_ours_as_it_is(app, client):
+    modified = datetime(2026, 5, 20, 7, 41, tzinfo=timezone.utc)
+    store(app, snapshot(modified_at=modified), snapshot(order_no=None, purchase_id=None, modified_at=None, total_amount=2890))
+    order = client.get("/api/orders/demo/1192794693444829414", headers=AUTH).json
+    assert (order["order_no"], order["purchase_id"], order["total_amount"]) == ("1192794693444829414", "200058578338", 2890)
+    assert order["modified_at"] == modified.isoformat()
+    assert [h["field"] for h in order["history"] if h["old"] is not None] == ["total_amount"]

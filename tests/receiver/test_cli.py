@@ -8,7 +8,7 @@ from click.testing import CliRunner
 
 from receiver.cli import main
 from receiver.models import EventStatus
-from tests.conftest import CREDENTIALS
+from tests.conftest import CREDENTIALS, TOKENS
 from tests.workers.test_refetch import ALIBABA, events_when, send
 
 
@@ -90,3 +90,23 @@ def test_orders_show_prints_our_copy_with_lines_and_history(app, client, sandbox
     assert "total_amount: 23344 -> 23194" in result.output
     missing = run("orders", "show", "demo", "no-such-order")
     assert missing.exit_code == 1 and "no order 'no-such-order'" in missing.output
+
+
+def test_events_show_and_list_say_why_an_event_was_ignored(client, run):
+    body = {"messageType": "ORDER_CREATE", "messageBody": {"orderStatus": "CANCEL", "id": "1232742280964604571"},
+            "messagePlatform": 1, "timestamp": "1779263269913"}
+    assert client.post(f"/callbacks/demo?token={TOKENS['demo']}", json=body).status_code == 200
+    listed = run("events", "list", "--status", "ignored")
+    assert listed.exit_code == 0 and "the summary body names no order id" in listed.output
+    event_id = listed.output.split()[0]
+    shown = run("events", "show", event_id)
+    assert "ignored_reason: the summary body names no order id" in shown.output
+
+
+def test_simulate_command_sends_the_shape_asked_for(live_url, worker, run):
+    result = run("simulate", "price", "--source", "demo", "--shape", "model", "--url", live_url, "--wait")
+    assert result.exit_code == 0, result.output
+    assert result.output.startswith("push 1/1 1688_ORDER_BUYER_VIEW_ORDER_PRICE_MODIFY order=2542285634920880794 -> 200")
+    assert "total_amount=23189" in result.output
+    wrong = run("simulate", "price", "--source", "demo", "--shape", "taobao", "--order", "2542285634920880794", "--url", live_url)
+    assert wrong.exit_code != 0 and "taobao" in wrong.output
