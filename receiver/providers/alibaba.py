@@ -54,13 +54,16 @@ LINE_ID_KEYS = ("subItemIDString", "subItemID")
 # change; two such lines alike are told apart by their rank among them. Which fields: our choice.
 INFERRED_LINE_KEY_FIELDS = ("productID", "skuID", "specId", "cargoNumber", "productCargoNumber", "name")
 DERIVED_LINE_PREFIX = "derived-"
-MAX_LINE_ID = 64  # order_lines.line_id
 CURRENCY = "CNY"
 # 1688 times without an offset are Beijing time.
 CHINA_TIME = timezone(timedelta(hours=8))
 # 1688's own time format, as the order list request example writes it: 20250702211113000+0800.
 COMPACT_TIME = re.compile(r"^(\d{14})(\d{3})([+-]\d{4})$")
 FEN_PER_YUAN = Decimal(100)
+# What our columns hold: amounts are BIGINT fen, quantities INTEGER.
+MAX_AMOUNT = 2**63 - 1
+MAX_QUANTITY = 2**31 - 1
+MAX_ID = 64
 # A fraction of a fen (a bulk unit price, a split discount) is rounded half up to the fen, as a
 # cashier would; docs/architecture.md records the choice.
 AMOUNT_ROUNDING = ROUND_HALF_UP
@@ -119,13 +122,17 @@ def _integer(value: Any, what: str) -> int:
     return int(_decimal(value, what).to_integral_value(AMOUNT_ROUNDING))
 
 
-def _lenient(convert: Any, value: Any, what: str, order_id: str) -> int:
-    """`convert(value)`, or 0 when the value is no number: one odd field must not cost us the order."""
+def _lenient(convert: Any, value: Any, what: str, order_id: str, limit: int = MAX_AMOUNT) -> int:
+    """`convert(value)`, or 0 when the value is no number or does not fit our column: one odd field
+    must not cost us the order."""
     try:
-        return int(convert(value, what))
+        number = int(convert(value, what))
     except PermanentProviderError:
+        number = None
+    if number is None or abs(number) > limit:
         log.warning("alibaba.odd_amount order=%s field=%s value=%.40r", order_id, what, value)
         return 0
+    return number
 
 
 # --- statuses and times ---------------------------------------------------------------------------
@@ -163,7 +170,7 @@ def line_ids(items: list[Mapping[str, Any]]) -> list[str]:
     keys = []
     for item in items:
         found = next((t for k in LINE_ID_KEYS if (t := text_id(item.get(k))) is not None), None)
-        keys.append(found if found is not None and len(found) <= MAX_LINE_ID - 4 else _derived_line_key(item))
+        keys.append(found if found is not None and len(found) <= MAX_ID - 4 else _derived_line_key(item))
     # Two lines with one key (alike lines without ids, or numeric ids rounded to the same double):
     # the second and later get their rank among them, so the order is still stored.
     seen: Counter[str] = Counter()
@@ -182,7 +189,7 @@ def _line(item: Mapping[str, Any], line_id: str, order_id: str) -> LineSnapshot:
         product_id=_short(text_id(item.get("productID"))),
         sku_id=_short(text_id(item.get("skuID"))),
         title=item.get("name") if isinstance(item.get("name"), str) else None,
-        quantity=_lenient(_integer, item.get("quantity"), where + "quantity", order_id),
+        quantity=_lenient(_integer, item.get("quantity"), where + "quantity", order_id, MAX_QUANTITY),
         price=_lenient(unit_price_to_fen, item.get("price"), where + "price", order_id),
         amount=_lenient(yuan_to_fen, item.get("itemAmount"), where + "itemAmount", order_id),
         refund_amount=_lenient(yuan_to_fen, item.get("refund"), where + "refund", order_id),
@@ -201,8 +208,11 @@ def order_snapshot(record: Mapping[str, Any]) -> OrderSnapshot:
     order_id = record_id(record)
     if order_id is None:
         raise PermanentProviderError("1688 order record has no baseInfo.idOfStr or baseInfo.id")
+    if len(order_id) > MAX_ID:
+        raise PermanentProviderError(f"1688 order id is not an id: {order_id[:MAX_ID]}…")
     base = record["baseInfo"]
     status, raw_status = normalised_status(base.get("status"))
+    raw_status = raw_status[:MAX_ID]
     items = record.get("productItems") or []
     if not isinstance(items, list):
         raise PermanentProviderError("1688 order record's productItems is not a list of lines")

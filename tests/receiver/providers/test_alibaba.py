@@ -228,3 +228,17 @@ def test_times_without_an_offset_are_china_time(text: str | None, expected: date
 def test_unreadable_time_is_refused_by_the_parser() -> None:
     with pytest.raises(PermanentProviderError):
         model.parse_time("yesterday", "modifyTime")
+
+
+def test_values_too_big_for_our_columns_count_as_odd() -> None:
+    rec = record(totalAmount=1e20)
+    rec["productItems"][0]["quantity"] = 2**31
+    rec["baseInfo"]["status"] = "x" * 100
+    snap = model.order_snapshot(rec)
+    assert (snap.total_amount, snap.lines[0].quantity, snap.product_amount) == (0, 0, 4780)
+    assert snap.raw_status == "x" * 64 and snap.status == "other"
+
+
+def test_an_order_id_longer_than_any_id_is_refused() -> None:
+    with pytest.raises(PermanentProviderError, match="not an id"):
+        model.order_snapshot(record(idOfStr="9" * 65))
