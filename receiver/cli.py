@@ -6,7 +6,7 @@ import os
 import sys
 import time
 from contextlib import contextmanager
-from typing import Iterator
+from typing import Any, Iterator
 from urllib.parse import urlsplit
 
 import click
@@ -71,7 +71,7 @@ def sandbox(
             box.mount(url.path, XportcnProvider(creds["access_key"], creds["access_secret"], creds["user_id"], creds["portal"]))
             click.echo(f"sandbox: {source.name} ({source.family}) at {source.base_url}")
         elif source.family == "dajisaas":
-            box.mount(url.path, DajisaasProvider(creds["app_key"], creds["app_secret"]))
+            box.mount(url.path, DajisaasProvider(creds["app_key"], creds["app_secret"], **_pinned(creds)))
             click.echo(f"sandbox: {source.name} ({source.family}) at {source.base_url}")
     if not box.providers:
         raise click.ClickException(f"no source in {sources_file} points at http://127.0.0.1:{port}/")
@@ -81,6 +81,12 @@ def sandbox(
             time.sleep(3600)
     except KeyboardInterrupt:
         box.stop()
+
+
+def _pinned(creds: dict[str, Any]) -> dict[str, str]:
+    """The push signature a DajiSaaS source pins, for the sandbox to sign with; none for "any"."""
+    scheme = creds.get("signature_scheme")
+    return {"signature_scheme": scheme} if scheme and scheme != "any" else {}
 
 
 @main.command()

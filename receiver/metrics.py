@@ -158,12 +158,18 @@ class InboxCollector:
             with self.svc.engine.connect() as conn:
                 stmt = select(Event.source, Event.status, func.count()).group_by(Event.source, Event.status)
                 rows = conn.execute(stmt).all()
+                ignored = conn.execute(
+                    select(Event.source, Event.kind, Event.platform, func.count())
+                    .where(Event.status == EventStatus.IGNORED)
+                    .group_by(Event.source, Event.kind, Event.platform)
+                ).all()
         except SQLAlchemyError as err:
             log.warning("metrics.database_unavailable error=%s", err.__class__.__name__)
             up.add_metric(["database"], 0)
         else:
             up.add_metric(["database"], 1)
             yield from self._events(rows)
+            yield self._ignored(ignored)
         try:
             depth = self.svc.redis.llen(self.svc.settings.namespace)
         except RedisError as err:
@@ -188,6 +194,18 @@ class InboxCollector:
                 dead.add_metric([source], n)
         yield events
         yield dead
+
+
+    def _ignored(self, rows: list[Any]) -> Metric:
+        # Kind and platform, not the reason's text: both come from short fixed lists, so the
+        # series stay few (a Taobao message that DajiSaaS cannot re-fetch is platform="taobao").
+        ignored = GaugeMetricFamily(
+            "receiver_ignored_events", "Events kept without a re-fetch, by source, kind and platform.",
+            labels=["source", "kind", "platform"],
+        )
+        for source, kind, platform, n in sorted(rows, key=lambda r: tuple(str(v) for v in r)):
+            ignored.add_metric([source, kind, platform or "none"], n)
+        return ignored
 
 
 class _ThisProcess:

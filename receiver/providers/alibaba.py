@@ -3,16 +3,25 @@
 DajiSaaS's buyerView and order list, and the Xportcn family's `/alibaba/order/detail`, pass 1688's
 order through: yuan decimals, status strings, ids as numbers and as strings. This module maps it to
 our order; the families keep their own envelopes, paths and signing.
+
+An order is never refused for an odd field: an amount we cannot read counts as 0 and is logged, a
+fraction of a fen is rounded, a line without an id gets a derived key. Only an order without an id
+is an error, since we could not say which order it is.
 """
 from __future__ import annotations
 
+import hashlib
+import logging
 import re
+from collections import Counter
 from datetime import datetime, timedelta, timezone
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from typing import Any, Mapping
 
 from receiver.errors import PermanentProviderError
 from receiver.providers import LineSnapshot, OrderSnapshot
+
+log = logging.getLogger("receiver.providers.alibaba")
 
 PLATFORM = "1688"
 
@@ -37,32 +46,50 @@ ORDER_AMOUNTS = {
 # 1688 documents baseInfo.discount as a Long in fen, unlike its other amounts (yuan decimals);
 # DajiSaaS's example shows only 0, so we read it the way 1688 documents it.
 INFERRED_FEN_KEYS = frozenset({"discount"})
+# Ids: the string field first, since 1688's answers also carry each id as a JSON number that a
+# JavaScript or Java-double hop has already rounded (the buyerView doc's subItemID 2257164624870312000).
+ORDER_ID_KEYS = ("idOfStr", "id")
+LINE_ID_KEYS = ("subItemIDString", "subItemID")
+# A line without any id is keyed by what identifies the goods, never by amounts or status, which
+# change; two such lines alike are told apart by their rank among them. Which fields: our choice.
+INFERRED_LINE_KEY_FIELDS = ("productID", "skuID", "specId", "cargoNumber", "productCargoNumber", "name")
+DERIVED_LINE_PREFIX = "derived-"
 CURRENCY = "CNY"
 # 1688 times without an offset are Beijing time.
 CHINA_TIME = timezone(timedelta(hours=8))
 # 1688's own time format, as the order list request example writes it: 20250702211113000+0800.
 COMPACT_TIME = re.compile(r"^(\d{14})(\d{3})([+-]\d{4})$")
 FEN_PER_YUAN = Decimal(100)
+# What our columns hold: amounts are BIGINT fen, quantities INTEGER.
+MAX_AMOUNT = 2**63 - 1
+MAX_QUANTITY = 2**31 - 1
+MAX_ID = 64
+# A fraction of a fen (a bulk unit price, a split discount) is rounded half up to the fen, as a
+# cashier would; docs/architecture.md records the choice.
+AMOUNT_ROUNDING = ROUND_HALF_UP
 
 
 def text_id(value: Any) -> str | None:
+    """An id given as a string or a JSON number, as text; None when there is none."""
     if isinstance(value, bool) or value is None:
         return None
     if isinstance(value, int) or (isinstance(value, str) and value.strip()):
         return str(value).strip()
+    if isinstance(value, float) and value.is_integer():
+        # An id that reached us as a double: written out as JavaScript would, like the docs' sample.
+        return str(int(Decimal(repr(value))))
     return None
 
 
-
 def record_id(record: Mapping[str, Any]) -> str | None:
+    """The 1688 order id of an order record: baseInfo.idOfStr, else baseInfo.id."""
     base = record.get("baseInfo")
     if not isinstance(base, dict):
         return None
-    return text_id(base.get("idOfStr")) or text_id(base.get("id"))
+    return next((found for key in ORDER_ID_KEYS if (found := text_id(base.get(key))) is not None), None)
 
 
-
-# --- orders -------------------------------------------------------------------------------------
+# --- amounts --------------------------------------------------------------------------------------
 def _decimal(value: Any, what: str) -> Decimal:
     """A JSON number (or numeric string) as the exact decimal it was written as."""
     if isinstance(value, bool):
@@ -80,22 +107,35 @@ def _decimal(value: Any, what: str) -> Decimal:
     raise PermanentProviderError(f"{what} is not a number: {value!r}")
 
 
-def _whole(number: Decimal, what: str) -> int:
-    if number != number.to_integral_value():
-        raise PermanentProviderError(f"{what} is not a whole number: {number}")
-    return int(number)
-
-
 def yuan_to_fen(value: Any, what: str) -> int:
-    """A yuan amount as integer fen, exactly: 47.3 is 4730; a fraction of a fen is an error."""
-    return _whole(_decimal(value, what) * FEN_PER_YUAN, what)
+    """A yuan amount as integer fen, exactly (47.3 is 4730); a fraction of a fen rounds half up."""
+    return int((_decimal(value, what) * FEN_PER_YUAN).to_integral_value(AMOUNT_ROUNDING))
 
 
 def unit_price_to_fen(value: Any, what: str) -> int:
     """A yuan unit price as fen, rounded half up: bulk goods are priced below a fen a piece."""
-    return int((_decimal(value, what) * FEN_PER_YUAN).to_integral_value(ROUND_HALF_UP))
+    return yuan_to_fen(value, what)
 
 
+def _integer(value: Any, what: str) -> int:
+    """A count, or an amount 1688 gives in fen, as an integer: a fraction rounds half up."""
+    return int(_decimal(value, what).to_integral_value(AMOUNT_ROUNDING))
+
+
+def _lenient(convert: Any, value: Any, what: str, order_id: str, limit: int = MAX_AMOUNT) -> int:
+    """`convert(value)`, or 0 when the value is no number or does not fit our column: one odd field
+    must not cost us the order."""
+    try:
+        number = int(convert(value, what))
+    except PermanentProviderError:
+        number = None
+    if number is None or abs(number) > limit:
+        log.warning("alibaba.odd_amount order=%s field=%s value=%.40r", order_id, what, value)
+        return 0
+    return number
+
+
+# --- statuses and times ---------------------------------------------------------------------------
 def normalised_status(raw: Any) -> tuple[str, str]:
     """Our status for a 1688 baseInfo.status, and the raw value kept as text."""
     text = "" if raw is None else str(raw)
@@ -118,41 +158,76 @@ def parse_time(value: Any, what: str) -> datetime | None:
     return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=CHINA_TIME)
 
 
-def _line(item: Mapping[str, Any]) -> LineSnapshot:
+# --- lines ----------------------------------------------------------------------------------------
+def _derived_line_key(item: Mapping[str, Any]) -> str:
+    """A key for a line that has no id: a digest of what identifies its goods."""
+    parts = [f"{k}={text_id(item.get(k)) or ''}" for k in INFERRED_LINE_KEY_FIELDS]
+    return DERIVED_LINE_PREFIX + hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:32]
+
+
+def line_ids(items: list[Mapping[str, Any]]) -> list[str]:
+    """Each line's id, unique within the order and the same on every fetch of it."""
+    keys = []
+    for item in items:
+        found = next((t for k in LINE_ID_KEYS if (t := text_id(item.get(k))) is not None), None)
+        keys.append(found if found is not None and len(found) <= MAX_ID - 4 else _derived_line_key(item))
+    # Two lines with one key (alike lines without ids, or numeric ids rounded to the same double):
+    # the second and later get their rank among them, so the order is still stored.
+    seen: Counter[str] = Counter()
+    unique = []
+    for key in keys:
+        seen[key] += 1
+        unique.append(key if seen[key] == 1 else f"{key}#{seen[key]}")
+    return unique
+
+
+def _line(item: Mapping[str, Any], line_id: str, order_id: str) -> LineSnapshot:
     """One productItems entry as our order line."""
-    line_id = text_id(item.get("subItemIDString")) or text_id(item.get("subItemID"))
-    if line_id is None:
-        raise PermanentProviderError("1688 order line has no subItemID")
+    where = f"line {line_id} "
     return LineSnapshot(
         line_id=line_id,
-        product_id=text_id(item.get("productID")),
-        sku_id=text_id(item.get("skuID")),
-        title=item.get("name"),
-        quantity=_whole(_decimal(item.get("quantity"), "quantity"), "quantity"),
-        price=unit_price_to_fen(item.get("price"), "price"),
-        amount=yuan_to_fen(item.get("itemAmount"), "itemAmount"),
-        refund_amount=yuan_to_fen(item.get("refund"), "refund"),
-        raw_status=text_id(item.get("status")),
+        product_id=_short(text_id(item.get("productID"))),
+        sku_id=_short(text_id(item.get("skuID"))),
+        title=item.get("name") if isinstance(item.get("name"), str) else None,
+        quantity=_lenient(_integer, item.get("quantity"), where + "quantity", order_id, MAX_QUANTITY),
+        price=_lenient(unit_price_to_fen, item.get("price"), where + "price", order_id),
+        amount=_lenient(yuan_to_fen, item.get("itemAmount"), where + "itemAmount", order_id),
+        refund_amount=_lenient(yuan_to_fen, item.get("refund"), where + "refund", order_id),
+        raw_status=_short(text_id(item.get("status"))),
     )
 
 
-def _amount(base: Mapping[str, Any], key: str) -> int:
-    if key in INFERRED_FEN_KEYS:
-        return _whole(_decimal(base.get(key), key), key)
-    return yuan_to_fen(base.get(key), key)
+def _short(text: str | None) -> str | None:
+    """A text column of ours holds 64 characters; a longer provider value is cut, not fatal."""
+    return text[:64] if text is not None else None
 
 
+# --- orders ---------------------------------------------------------------------------------------
 def order_snapshot(record: Mapping[str, Any]) -> OrderSnapshot:
-    """A getBuyerOrderList record (baseInfo, productItems, ...) as our order, amounts in fen."""
+    """A 1688 order record (baseInfo, productItems, ...) as our order, amounts in fen."""
     order_id = record_id(record)
     if order_id is None:
-        raise PermanentProviderError("1688 order record has no baseInfo.id")
+        raise PermanentProviderError("1688 order record has no baseInfo.idOfStr or baseInfo.id")
+    if len(order_id) > MAX_ID:
+        raise PermanentProviderError(f"1688 order id is not an id: {order_id[:MAX_ID]}…")
     base = record["baseInfo"]
     status, raw_status = normalised_status(base.get("status"))
+    raw_status = raw_status[:MAX_ID]
     items = record.get("productItems") or []
-    if not isinstance(items, list) or not all(isinstance(i, dict) for i in items):
+    if not isinstance(items, list):
         raise PermanentProviderError("1688 order record's productItems is not a list of lines")
-    amounts = {ours: _amount(base, key) for ours, key in ORDER_AMOUNTS.items()}
+    if not all(isinstance(i, dict) for i in items):
+        log.warning("alibaba.odd_line order=%s: a productItems entry is not an object; left out", order_id)
+        items = [i for i in items if isinstance(i, dict)]
+    amounts = {
+        ours: _lenient(_integer if key in INFERRED_FEN_KEYS else yuan_to_fen, base.get(key), key, order_id)
+        for ours, key in ORDER_AMOUNTS.items()
+    }
+    try:
+        modified_at = parse_time(base.get("modifyTime"), "modifyTime")
+    except PermanentProviderError:
+        log.warning("alibaba.odd_time order=%s field=modifyTime value=%.40r", order_id, base.get("modifyTime"))
+        modified_at = None
     return OrderSnapshot(
         platform=PLATFORM,
         provider_order_id=order_id,
@@ -161,9 +236,7 @@ def order_snapshot(record: Mapping[str, Any]) -> OrderSnapshot:
         status=status,
         raw_status=raw_status,
         currency=CURRENCY,
-        modified_at=parse_time(base.get("modifyTime"), "modifyTime"),
-        lines=tuple(_line(i) for i in items),
+        modified_at=modified_at,
+        lines=tuple(_line(i, key, order_id) for i, key in zip(items, line_ids(items))),
         **amounts,
     )
-
-

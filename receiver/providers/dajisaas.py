@@ -1,21 +1,28 @@
-"""The DajiSaaS family: 1688's trade messages, forwarded as signed form posts, and 1688's order list.
+"""The DajiSaaS family: 1688 trade messages and Taobao/Tmall messages, forwarded as signed form
+posts, and 1688's orders read back through DajiSaaS's signed API.
 
 Everything the service knows about DajiSaaS's pushes, API and order JSON is here, as data where it
-can be. Names starting with INFERRED_ mark what the provider does not document and we chose.
+can be (1688's order model itself is in `alibaba`). Sources: shared/provider-docs/PUBLISHED-DOCS.md
+section 2. Names starting with INFERRED_ mark what the provider does not document and we chose;
+where a real account might differ, a per-source option in `CredentialsSchema` lets it be changed.
 """
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 import json
+import logging
+import threading
+import time
+from dataclasses import replace
 from datetime import datetime, timedelta, timezone
-from typing import TYPE_CHECKING, Any, Iterator, Mapping
-from urllib.parse import parse_qs
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping
+from urllib.parse import parse_qs, quote, quote_plus
 
 from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate
 
-from receiver.errors import BadSignature, MalformedPush, PermanentProviderError
-from receiver.providers.alibaba import PLATFORM, order_snapshot, record_id, text_id
+from receiver.errors import BadSignature, MalformedPush, PermanentProviderError, ProviderError
 from receiver.providers import (
     MAX_PAGES,
     OrderRef,
@@ -28,38 +35,71 @@ from receiver.providers import (
     order_records,
     post_json,
 )
+from receiver.providers.alibaba import PLATFORM, order_snapshot, record_id, text_id
 
 if TYPE_CHECKING:
     import requests
 
     from receiver.config import Source
 
+log = logging.getLogger("receiver.providers.dajisaas")
+
 NAME = "dajisaas"
+TAOBAO = "taobao"
 
 # --- API ----------------------------------------------------------------------------------------
+# One order: "查询订单详情" (wiki.dajisaas.com/api-164891585). The list is for reconciliation and ping.
+BUYER_VIEW_PATH = "/alibaba/trade/get/buyerView"
 ORDER_LIST_PATH = "/alibaba/trade/getBuyerOrderList"
+WEBSITE = "1688"
 SUCCESS_CODE = 200
-PAGE_SIZE = 20
-LIST_PAGE_SIZE = 50
-# The documented request filters by time, status, outOrderId and product name, never by the 1688
-# order id; we send the id under the name 1688 messages give it, and check every answer ourselves.
-INFERRED_ORDER_FILTER = "orderId"
+# The list's page size limit is not documented: we ask for a size a server is unlikely to cut, and
+# page on `totalRecord` anyway, so a smaller cap only costs more pages.
+INFERRED_LIST_PAGE_SIZE = 20
 # Answer codes worth retrying: the provider documents none, so "too many requests" and the 5xx
 # range are transient like their HTTP namesakes.
 INFERRED_TRANSIENT_CODES = frozenset({429, *range(500, 600)})
+# "正式用sign签名": MD5, upper-case hex, of the parameters sorted by key as k=v joined by &, then
+# "&secret=<appSecret>", nulls left out (client code citing wiki doc-4543198). Which body fields
+# the POST-JSON variant signs is not written anywhere we could read: we sign every top-level scalar
+# one, `appSecret` (the secret itself, when a debug source sends it) and `sign` excepted.
+SIGN_FIELD = "sign"
+INFERRED_UNSIGNED_FIELDS = frozenset({SIGN_FIELD, "appSecret"})
+# The POST-JSON variant adds `requestTime`; its unit is not documented: milliseconds, like the
+# answers' own `timestamp`.
+INFERRED_REQUEST_TIME_FIELD = "requestTime"
+# A provider's error text goes to events.last_error, logs and alerts: this long at most.
+MAX_ERROR_TEXT = 300
+SCRUBBED = "***"
 
 # --- pushes -------------------------------------------------------------------------------------
 FORM_CONTENT_TYPE = "application/x-www-form-urlencoded"
 MESSAGE_FIELD = "message"
 SIGNATURE_FIELD = "_dj_signature"
-MESSAGE_KINDS = {
+# 1688's buyer-view trade topics (PUBLISHED-DOCS 2a, from the open.1688.com topic list) and the kind
+# of change each announces. Every one is re-fetched: the message is a hint, the order is the truth.
+TOPIC_KINDS = {
+    "ORDER_BUYER_VIEW_BUYER_MAKE": "status",
     "ORDER_BUYER_VIEW_ORDER_PRICE_MODIFY": "price",
+    "ORDER_BUYER_VIEW_ORDER_PAY": "status",
+    "ORDER_BATCH_PAY": "status",
+    "ORDER_BUYER_VIEW_ORDER_STEP_PAY": "status",
+    "ORDER_BUYER_VIEW_ANNOUNCE_SENDGOODS": "status",
+    "ORDER_BUYER_VIEW_PART_PART_SENDGOODS": "status",
+    "ORDER_BUYER_VIEW_ORDER_COMFIRM_RECEIVEGOODS": "status",  # sic
+    "ORDER_BUYER_VIEW_ORDER_SUCCESS": "status",
+    "ORDER_BUYER_VIEW_ORDER_BUYER_CLOSE": "status",
+    "ORDER_BUYER_VIEW_ORDER_SELLER_CLOSE": "status",
+    "ORDER_BUYER_VIEW_ORDER_BOPS_CLOSE": "status",
     "ORDER_BUYER_VIEW_ORDER_BUYER_REFUND_IN_SALES": "refund",
     "ORDER_BUYER_VIEW_ORDER_REFUND_AFTER_SALES": "refund",
+    "ORDER_BUYER_VIEW_MODIFY_MEMO": "other",
+    "ORDER_BUYER_VIEW_ORDER_SELLER_MODIFY_ADRESS": "other",  # sic
+    "LOGISTICS_BUYER_VIEW_TRACE": "logistics",
+    "LOGISTICS_MAIL_NO_CHANGE": "logistics",
 }
-# Every other trade message may move the order along; logistics messages change no status we hold
-# but are re-fetched all the same. Anything else is stored and acknowledged only.
-PREFIX_KINDS = (("ORDER_", "status"), ("LOGISTICS_", "logistics"))
+# A type outside the list that still names an order is re-fetched all the same, as this kind.
+UNLISTED_KIND = "other"
 ORDER_ID_KEY = "orderId"
 # 1688 ids are 19 digits at most; anything much longer is not an id (and would not fit the inbox).
 MAX_ID_LENGTH = 64
@@ -70,20 +110,128 @@ INFERRED_ORDER_LISTS = (
     ("OrderLogisticsTracingModel", "orderLogsItems"),
     ("MailNoChangeModel", "orderLogsItems"),
 )
+# DajiSaaS's Taobao/Tmall messages (wiki-en.dajisaas.com/doc-4966230): `message_type` 3 is a status
+# update naming data.purchase_id, 8 a price change naming data.purchaseOrderId. Our names for them:
+TAOBAO_TYPES = {3: ("TAOBAO_ORDER_STATUS_UPDATE", "status"), 8: ("TAOBAO_PRICE_CHANGE", "price")}
+TAOBAO_ID_KEYS = ("purchase_id", "purchaseOrderId")
+TAOBAO_KEPT_KEYS = ("outer_purchase_id", "salesOrderId", "status")
+TAOBAO_IGNORED = "Taobao/Tmall message: DajiSaaS documents no Taobao order query"
+# Taobao messages carry no message id: a redelivery is recognised by these envelope and data fields.
+INFERRED_TAOBAO_DEDUPE = ("seller_id", "message_type", "timestamp", "data.business_time", "data.status")
 
 
-# --- signing ------------------------------------------------------------------------------------
-def signed_text(message: str) -> str:
-    """The text `_dj_signature` signs, from the `message` field's value as it was posted."""
-    # Inferred: the signing page was not readable. This follows 1688's own `_aop_signature` scheme
-    # for pushes (each form field's name then its value, the signature itself left out), which for
-    # a one-field form is "message" + value. If a real push disagrees, this is the one line to edit.
-    return MESSAGE_FIELD + message
+# --- the API's `sign` ---------------------------------------------------------------------------
+def _sign_value(value: Any) -> str:
+    """A parameter's value as it is written into the signed text."""
+    if isinstance(value, bool):
+        return "true" if value else "false"  # as Java, the provider's language, writes it
+    return str(value)
 
 
-def sign(secret: str, message: str) -> str:
-    """The family's push signature: upper-case hex HMAC-SHA1 of the signed text, keyed by the app secret."""
-    return hmac.new(secret.encode(), signed_text(message).encode(), hashlib.sha1).hexdigest().upper()
+def api_sign_text(params: Mapping[str, Any], secret: str) -> str:
+    """The text `sign` hashes: sorted `k=v` pairs joined by `&`, then `&secret=<appSecret>`."""
+    pairs = [
+        f"{key}={_sign_value(value)}"
+        for key, value in sorted(params.items())
+        if key not in INFERRED_UNSIGNED_FIELDS and value is not None and not isinstance(value, (dict, list))
+    ]
+    return "&".join(pairs) + "&secret=" + secret
+
+
+def api_sign(params: Mapping[str, Any], secret: str) -> str:
+    """The API's `sign`: upper-case hex MD5 of `api_sign_text`."""
+    return hashlib.md5(api_sign_text(params, secret).encode()).hexdigest().upper()
+
+
+def signed_body(source: Source, params: Mapping[str, Any], now_ms: int | None = None) -> dict[str, Any]:
+    """A request body: the parameters, appKey, requestTime and sign; appSecret only for a debug source."""
+    creds = source.credentials
+    body: dict[str, Any] = {"appKey": creds["app_key"], **params}
+    body[INFERRED_REQUEST_TIME_FIELD] = now_ms if now_ms is not None else int(time.time() * 1000)
+    body[SIGN_FIELD] = api_sign(body, creds["app_secret"])
+    if creds.get("send_app_secret"):
+        # The docs keep appSecret in the body for debugging only: a source must ask for it.
+        body["appSecret"] = creds["app_secret"]
+    return body
+
+
+def scrub(text: str, source: Source) -> str:
+    """Provider text fit for logs and the inbox: every configured secret masked, the length capped."""
+    for name, value in source.credentials.items():
+        if "secret" in name and isinstance(value, str) and value:
+            for form in {value, quote(value, safe=""), quote_plus(value), json.dumps(value)[1:-1]}:
+                text = text.replace(form, SCRUBBED)
+    return text if len(text) <= MAX_ERROR_TEXT else text[: MAX_ERROR_TEXT - 1] + "…"
+
+
+def _call(http: requests.Session, source: Source, path: str, params: Mapping[str, Any]) -> Any:
+    """POST a signed request and return the answer's `data`; errors carry no secret."""
+    try:
+        answer = post_json(http, source.base_url + path, signed_body(source, params), {}, source.timeout)
+        data = answer_data(answer, "message", INFERRED_TRANSIENT_CODES, SUCCESS_CODE)
+        if isinstance(data, dict) and data.get("errorCode"):
+            # 1688's own error, passed through under a DajiSaaS success.
+            raise PermanentProviderError(f"1688 error {data['errorCode']}: {data.get('errorMessage')}")
+    except ProviderError as err:
+        raise type(err)(scrub(err.message, source)) from None
+    return data
+
+
+# --- the push's `_dj_signature` -----------------------------------------------------------------
+def _hex_upper(digest: bytes) -> str:
+    return digest.hex().upper()
+
+
+def _hex_lower(digest: bytes) -> str:
+    return digest.hex()
+
+
+def _base64(digest: bytes) -> str:
+    return base64.b64encode(digest).decode()
+
+
+# "HmacSHA1" is all the docs say (wiki.dajisaas.com/doc-5787639). The candidates of PUBLISHED-DOCS
+# 2b, all keyed with the app secret: the message value alone, or "message" + value as 1688's own
+# `_aop_signature` signs a one-field push; each written three ways. A source may pin one.
+INFERRED_SIGNED_TEXTS: dict[str, Callable[[str], str]] = {
+    "value": lambda message: message,
+    "name-value": lambda message: MESSAGE_FIELD + message,
+}
+INFERRED_ENCODINGS: dict[str, Callable[[bytes], str]] = {"hex-upper": _hex_upper, "hex-lower": _hex_lower, "base64": _base64}
+SIGNATURE_SCHEMES = {
+    f"{text}-{encoding}": (signed_text, encode)
+    for text, signed_text in INFERRED_SIGNED_TEXTS.items()
+    for encoding, encode in INFERRED_ENCODINGS.items()
+}
+ANY_SCHEME = "any"
+_reported: set[tuple[str, str]] = set()
+_reported_lock = threading.Lock()
+
+
+def sign(secret: str, message: str, scheme: str = "name-value-hex-upper") -> str:
+    """`_dj_signature` of a message under one candidate scheme: HMAC-SHA1 keyed by the app secret."""
+    signed_text, encode = SIGNATURE_SCHEMES[scheme]
+    return encode(hmac.new(secret.encode(), signed_text(message).encode(), hashlib.sha1).digest())
+
+
+def matching_scheme(secret: str, message: str, given: str, schemes: tuple[str, ...] = tuple(SIGNATURE_SCHEMES)) -> str | None:
+    """The first scheme under which `given` is the message's signature, or None."""
+    # A sender that did not percent-encode a base64 "+" has it read back as a space.
+    candidates = {given, given.replace(" ", "+")}
+    for scheme in schemes:
+        expected = sign(secret, message, scheme).encode()
+        if any(hmac.compare_digest(expected, c.encode()) for c in candidates):
+            return scheme
+    return None
+
+
+def _report_scheme(source: Source, scheme: str) -> None:
+    """Log, once per source and process, which candidate the provider's signatures match."""
+    with _reported_lock:
+        if (source.name, scheme) in _reported:
+            return
+        _reported.add((source.name, scheme))
+    log.info("callback.signature_scheme source=%s scheme=%s", source.name, scheme)
 
 
 # --- schemas ------------------------------------------------------------------------------------
@@ -95,6 +243,10 @@ class CredentialsSchema(Schema):
 
     app_key = fields.String(required=True, validate=validate.Length(min=1))
     app_secret = fields.String(required=True, validate=validate.Length(min=1))
+    # Which `_dj_signature` candidate to accept: "any" until a real push showed which (the log says).
+    signature_scheme = fields.String(load_default=ANY_SCHEME, validate=validate.OneOf([ANY_SCHEME, *SIGNATURE_SCHEMES]))
+    # Debug only, as the docs say: also put appSecret in the API request bodies.
+    send_app_secret = fields.Boolean(load_default=False)
 
 
 class _TextId(fields.Field):
@@ -118,9 +270,21 @@ class MessageSchema(Schema):
     data = fields.Dict(keys=fields.String(), load_default=None, allow_none=True)
 
 
+class TaobaoMessageSchema(Schema):
+    """A DajiSaaS Taobao/Tmall message: `{seller_id, message_type, data, timestamp (s), site}`."""
+
+    class Meta:
+        unknown = EXCLUDE
+
+    seller_id = _TextId(load_default=None)
+    message_type = fields.Integer(required=True, strict=True)
+    data = fields.Dict(keys=fields.String(), load_default=None, allow_none=True)
+    timestamp = fields.Integer(load_default=None, allow_none=True)
+    site = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=64))
+
+
 MESSAGE = MessageSchema()  # reused: building a schema per push costs more than the load
-
-
+TAOBAO_MESSAGE = TaobaoMessageSchema()
 
 
 def _form(raw: RawPush) -> dict[str, str]:
@@ -140,11 +304,9 @@ def _form(raw: RawPush) -> dict[str, str]:
     return form
 
 
-def message_kind(message_type: str) -> str | None:
-    """The kind of a 1688 message type, or None for a type we do not act on."""
-    if message_type in MESSAGE_KINDS:
-        return MESSAGE_KINDS[message_type]
-    return next((kind for prefix, kind in PREFIX_KINDS if message_type.startswith(prefix)), None)
+def message_kind(message_type: str) -> str:
+    """The kind of change a 1688 message type announces."""
+    return TOPIC_KINDS.get(message_type, UNLISTED_KIND)
 
 
 def message_order_id(data: Mapping[str, Any]) -> str | None:
@@ -161,6 +323,57 @@ def message_order_id(data: Mapping[str, Any]) -> str | None:
     return None
 
 
+def _load(schema: Schema, data: dict[str, Any]) -> dict[str, Any]:
+    try:
+        return schema.load(data)  # type: ignore[no-any-return]
+    except ValidationError as err:
+        field = first_field(err, "message")
+        raise MalformedPush(f"{field}: {err.messages[field]}", field=f"{MESSAGE_FIELD}.{field}") from None
+
+
+def _dedupe_key(*parts: str) -> str:
+    return hashlib.sha256("|".join(parts).encode()).hexdigest()
+
+
+def _trade_push(source: Source, data: dict[str, Any]) -> Push:
+    """A 1688 trade message: re-fetch the order it names, whatever its type."""
+    msg = _load(MESSAGE, data)
+    listed = msg["type"] in TOPIC_KINDS
+    order_id = message_order_id(msg["data"] or {})
+    if order_id is not None and len(order_id) > MAX_ID_LENGTH:
+        raise MalformedPush("message orderId is too long", field=f"{MESSAGE_FIELD}.data.{ORDER_ID_KEY}")
+    if listed and order_id is None:
+        raise MalformedPush("message data has no orderId", field=f"{MESSAGE_FIELD}.data.{ORDER_ID_KEY}")
+    return Push(
+        message_type=msg["type"],
+        kind=message_kind(msg["type"]),
+        dedupe_key=_dedupe_key(source.name, msg["msgId"]),
+        order=OrderRef(PLATFORM, order_id) if order_id else None,
+        ignored=None if order_id else f"message type {msg['type']} names no order",
+    )
+
+
+def _taobao_push(source: Source, data: dict[str, Any]) -> Push:
+    """A Taobao/Tmall message: stored with its purchase id, never re-fetched (no documented query)."""
+    msg = _load(TAOBAO_MESSAGE, data)
+    body = msg["data"] or {}
+    name, kind = TAOBAO_TYPES.get(msg["message_type"], (f"TAOBAO_MESSAGE_{msg['message_type']}", "other"))
+    purchase_id = next((t for k in TAOBAO_ID_KEYS if (t := text_id(body.get(k))) is not None), None)
+    if purchase_id is not None and len(purchase_id) > MAX_ID_LENGTH:
+        raise MalformedPush("message purchase id is too long", field=f"{MESSAGE_FIELD}.data.{TAOBAO_ID_KEYS[0]}")
+    kept = {k: str(body[k])[:MAX_ID_LENGTH] for k in TAOBAO_KEPT_KEYS if body.get(k) not in (None, "")}
+    if msg["site"]:
+        kept["site"] = msg["site"]
+    envelope = {**msg, **{f"data.{k}": v for k, v in body.items()}}
+    return Push(
+        message_type=name,
+        kind=kind,
+        dedupe_key=_dedupe_key(source.name, TAOBAO, purchase_id or "", *(str(envelope.get(k, "")) for k in INFERRED_TAOBAO_DEDUPE)),
+        order=OrderRef(TAOBAO, purchase_id, kept) if purchase_id else None,
+        ignored=TAOBAO_IGNORED,
+    )
+
+
 class DajisaasFamily:
     """The family's implementation of the provider seam."""
 
@@ -170,20 +383,24 @@ class DajisaasFamily:
         return CredentialsSchema()
 
     def authenticate(self, source: Source, raw: RawPush) -> PushAuth:
-        """Check `_dj_signature`; no timestamp window or nonce, since 1688 re-sends old messages."""
+        """Check `_dj_signature` against the candidate schemes; no timestamp window or nonce, since
+        1688 re-sends old messages."""
         form = _form(raw)
         if MESSAGE_FIELD not in form:
             raise MalformedPush("form has no message", field=MESSAGE_FIELD)
         given = form.get(SIGNATURE_FIELD)
         if given is None:
             raise BadSignature(f"form has no {SIGNATURE_FIELD}")
-        expected = sign(source.credentials["app_secret"], form[MESSAGE_FIELD])
-        if not hmac.compare_digest(given.upper().encode(), expected.encode()):
+        pinned = source.credentials.get("signature_scheme", ANY_SCHEME)
+        schemes = tuple(SIGNATURE_SCHEMES) if pinned == ANY_SCHEME else (pinned,)
+        scheme = matching_scheme(source.credentials["app_secret"], form[MESSAGE_FIELD], given, schemes)
+        if scheme is None:
             raise BadSignature("signature does not verify")
+        _report_scheme(source, scheme)
         return PushAuth()
 
     def parse_push(self, source: Source, raw: RawPush) -> Push:
-        """Validate the message JSON and find the order it names; the message id is the dedupe key."""
+        """Validate the message JSON, 1688's or Taobao's envelope, and find the order it names."""
         form = _form(raw)
         if MESSAGE_FIELD not in form:
             raise MalformedPush("form has no message", field=MESSAGE_FIELD)
@@ -193,86 +410,78 @@ class DajisaasFamily:
             raise MalformedPush("message is not valid JSON", field=MESSAGE_FIELD) from None
         if not isinstance(data, dict):
             raise MalformedPush("message must be a JSON object", field=MESSAGE_FIELD)
-        try:
-            msg = MESSAGE.load(data)
-        except ValidationError as err:
-            field = first_field(err, "message")
-            raise MalformedPush(f"{field}: {err.messages[field]}", field=f"{MESSAGE_FIELD}.{field}") from None
-        kind = message_kind(msg["type"])
-        order_id = message_order_id(msg["data"] or {})
-        if kind is not None and order_id is None:
-            raise MalformedPush("message data has no orderId", field=f"{MESSAGE_FIELD}.data.{ORDER_ID_KEY}")
-        if order_id is not None and len(order_id) > MAX_ID_LENGTH:
-            raise MalformedPush("message orderId is too long", field=f"{MESSAGE_FIELD}.data.{ORDER_ID_KEY}")
-        key = "|".join([source.name, msg["msgId"]])
-        return Push(
-            message_type=msg["type"],
-            kind=kind or "other",
-            dedupe_key=hashlib.sha256(key.encode()).hexdigest(),
-            # Unknown types are stored and acknowledged; we still note the order if one is named.
-            order=OrderRef(PLATFORM, order_id, {INFERRED_ORDER_FILTER: order_id}) if order_id else None,
-            ignored=None if kind else f"message type {msg['type']} is not acted on",
-        )
+        if "message_type" in data and "type" not in data:
+            return _taobao_push(source, data)
+        return _trade_push(source, data)
 
     def fetch_orders(self, http: requests.Session, source: Source, ref: OrderRef) -> list[OrderSnapshot]:
-        """Re-fetch the order through the buyer order list, filtered to it, keys in the body."""
-        creds = source.credentials
-        payload = {
-            "appKey": creds["app_key"],
-            "appSecret": creds["app_secret"],
-            INFERRED_ORDER_FILTER: ref.lookup[INFERRED_ORDER_FILTER],
-            "page": 1,
-            "pageSize": PAGE_SIZE,
-        }
-        answer = post_json(http, source.base_url + ORDER_LIST_PATH, payload, {}, source.timeout)
-        # List filters are a courtesy we do not rely on: only the asked-for record is read.
-        found = [order_snapshot(r) for r in _result_records(answer) if record_id(r) == ref.order_id]
-        if not found:
+        """Re-fetch one 1688 order through buyerView."""
+        if ref.platform != PLATFORM:
+            raise PermanentProviderError(f"{ref.platform} order {ref.order_id}: {TAOBAO_IGNORED}")
+        record = _call(http, source, BUYER_VIEW_PATH, {"webSite": WEBSITE, "orderId": ref.order_id})
+        if not isinstance(record, dict) or not isinstance(record.get("baseInfo"), dict):
             raise PermanentProviderError(f"order {ref.order_id} not found at {source.name}")
-        return found
+        snap = order_snapshot(record)
+        if snap.provider_order_id != ref.order_id:
+            if not _same_double(record["baseInfo"], ref.order_id):
+                raise PermanentProviderError(f"asked for order {ref.order_id}, {source.name} answered {snap.provider_order_id}")
+            # No idOfStr, and the numeric id is ours as a double would round it: the order we asked for.
+            snap = replace(snap, provider_order_id=ref.order_id)
+        return [snap]
 
     def ping(self, http: requests.Session, source: Source) -> str:
-        """The cheapest keyed read, one record of the buyer order list: proves the keys and the URL."""
-        creds = source.credentials
-        payload = {"appKey": creds["app_key"], "appSecret": creds["app_secret"], "page": 1, "pageSize": 1}
-        answer = post_json(http, source.base_url + ORDER_LIST_PATH, payload, {}, source.timeout)
-        _result_records(answer)
-        return f"keyed order list call answered ({answer['data'].get('totalRecord', '?')} order(s))"
+        """The cheapest signed read, one record of the buyer order list: proves the keys and the URL."""
+        page = _call(http, source, ORDER_LIST_PATH, {"page": 1, "pageSize": 1})
+        total = page.get("totalRecord", "?") if isinstance(page, dict) else "?"
+        return f"keyed order list call answered, sign accepted ({total} order(s))"
 
     def list_orders(
         self, http: requests.Session, source: Source, since: datetime, until: datetime
     ) -> Iterator[list[OrderSnapshot]]:
-        """Page through the buyer order list for orders created in the window."""
-        creds = source.credentials
-        for page in range(1, MAX_PAGES + 1):
-            payload = {
-                "appKey": creds["app_key"],
-                "appSecret": creds["app_secret"],
+        """Page through the buyer order list for orders created in the window, up to `totalRecord`."""
+        seen = 0
+        for page_no in range(1, MAX_PAGES + 1):
+            params = {
                 "createStartTime": _list_time(since),
                 "createEndTime": _list_time(until),
-                "page": page,
-                "pageSize": LIST_PAGE_SIZE,
+                "page": page_no,
+                "pageSize": INFERRED_LIST_PAGE_SIZE,
             }
-            records = _result_records(post_json(http, source.base_url + ORDER_LIST_PATH, payload, {}, source.timeout))
-            if records:
-                yield [order_snapshot(r) for r in records]
-            if len(records) < LIST_PAGE_SIZE:
+            page = _call(http, source, ORDER_LIST_PATH, params)
+            records = order_records(page.get("result") if isinstance(page, dict) else None, "data.result")
+            seen += len(records)
+            snaps = _snapshots(source, records)
+            if snaps:
+                yield snaps
+            total = page.get("totalRecord") if isinstance(page, dict) else None
+            # A page shorter than asked is not the end: the server may cap the size. totalRecord is.
+            if not records or (isinstance(total, int) and seen >= total):
                 break
+
+
+def _snapshots(source: Source, records: list[dict[str, Any]]) -> list[OrderSnapshot]:
+    """A page's orders; a record we cannot read is logged and skipped, not the page."""
+    snaps = []
+    for r in records:
+        try:
+            snaps.append(order_snapshot(r))
+        except PermanentProviderError as err:
+            log.warning("reconcile.unreadable_order source=%s order=%s error=%s", source.name, record_id(r), err.message)
+    return snaps
+
+
+def _same_double(base: Mapping[str, Any], order_id: str) -> bool:
+    """Whether an answer without idOfStr has, as its numeric id, `order_id` rounded to a double."""
+    if text_id(base.get("idOfStr")) is not None or not order_id.isdigit():
+        return False
+    number = base.get("id")
+    return isinstance(number, (int, float)) and not isinstance(number, bool) and float(number) == float(int(order_id))
 
 
 def _list_time(moment: datetime) -> str:
     """A time as the order list takes it (see the 004 doc's example): yyyyMMddHHmmssSSS+0800."""
     china = moment.astimezone(timezone(timedelta(hours=8)))
     return china.strftime("%Y%m%d%H%M%S") + f"{china.microsecond // 1000:03d}+0800"
-
-
-def _result_records(answer: Any) -> list[dict[str, Any]]:
-    """The records of a `{code, message, data: {result: [...], totalRecord}}` answer; raise on an error code."""
-    page = answer_data(answer, "message", INFERRED_TRANSIENT_CODES, SUCCESS_CODE)
-    if isinstance(page, dict) and page.get("errorCode"):
-        # 1688's own error, passed through under a DajiSaaS success.
-        raise PermanentProviderError(f"1688 error {page['errorCode']}: {page.get('errorMessage')}")
-    return order_records(page.get("result") if isinstance(page, dict) else None, "data.result")
 
 
 FAMILY = DajisaasFamily()

@@ -1,6 +1,8 @@
 """`receiver simulate` and the sandbox's control API, against the app served over HTTP and a real worker."""
 from __future__ import annotations
 
+import time
+
 import re
 
 import pytest
@@ -64,3 +66,12 @@ def test_simulate_dajisaas_refund_with_redelivery(app, settings, live_url, worke
     assert len(events(app)) == 1  # the same msgId three times is one event
     [state] = [line for line in lines if line.startswith("order ")]
     assert "refund_amount=" in state and "refund_amount=0," not in state
+
+
+def test_simulate_a_dajisaas_taobao_message_says_it_is_ignored_without_waiting(app, settings, live_url, worker):
+    lines: list[str] = []
+    started = time.monotonic()
+    code = simulate.run(settings.sources["daji"], "price", live_url, settings.database_url, wait=True, echo=lines.append,
+                        shape="taobao", timeout=20)
+    assert code == 0 and time.monotonic() - started < 10
+    assert lines[1].startswith("order ") and "ignored, nothing to re-fetch: " in lines[1] and "Taobao" in lines[1]

@@ -1,15 +1,18 @@
-"""The DajiSaaS family on its own: signatures, message parsing, and the order mapping to fen."""
+"""The DajiSaaS family on its own: the API's `sign`, buyerView, list paging, error scrubbing, the
+`_dj_signature` candidates, and 1688 and Taobao/Tmall messages."""
 from __future__ import annotations
 
+import base64
 import copy
 import dataclasses
 import hashlib
 import hmac
 import json
+import logging
+import time
 from datetime import datetime, timezone
-from decimal import Decimal
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode
 
 import pytest
 from marshmallow import ValidationError
@@ -17,7 +20,6 @@ from marshmallow import ValidationError
 from receiver.config import Source
 from receiver.errors import BadSignature, MalformedPush, PermanentProviderError, TransientProviderError
 from receiver.providers import OrderRef, RawPush, family_for
-from receiver.providers import alibaba as model
 from receiver.providers import dajisaas as spec
 from receiver.sandbox.dajisaas import SEED
 
@@ -27,10 +29,32 @@ SOURCE = Source(
     family="dajisaas",
     base_url="https://openapi.example",
     callback_token="cb-token-unit-0123456789",
-    credentials={"app_key": "ak-unit", "app_secret": SECRET},
+    credentials={"app_key": "ak-unit", "app_secret": SECRET, "signature_scheme": "any", "send_app_secret": False},
 )
-ORDER_ID = str(SEED[0]["baseInfo"]["id"])
+ORDER_ID = SEED[0]["baseInfo"]["idOfStr"]
+DOC_ORDER = "2257164624870311973"
 FAMILY = family_for("dajisaas")
+# The 1688 buyer-view topics PUBLISHED-DOCS 2a lists, and FACTS.md's two more, with their kinds.
+DOC_TOPICS = {
+    "ORDER_BUYER_VIEW_BUYER_MAKE": "status",
+    "ORDER_BUYER_VIEW_ORDER_PRICE_MODIFY": "price",
+    "ORDER_BUYER_VIEW_ORDER_PAY": "status",
+    "ORDER_BATCH_PAY": "status",
+    "ORDER_BUYER_VIEW_ORDER_STEP_PAY": "status",
+    "ORDER_BUYER_VIEW_ANNOUNCE_SENDGOODS": "status",
+    "ORDER_BUYER_VIEW_PART_PART_SENDGOODS": "status",
+    "ORDER_BUYER_VIEW_ORDER_COMFIRM_RECEIVEGOODS": "status",
+    "ORDER_BUYER_VIEW_ORDER_SUCCESS": "status",
+    "ORDER_BUYER_VIEW_ORDER_BUYER_CLOSE": "status",
+    "ORDER_BUYER_VIEW_ORDER_SELLER_CLOSE": "status",
+    "ORDER_BUYER_VIEW_ORDER_BOPS_CLOSE": "status",
+    "ORDER_BUYER_VIEW_ORDER_BUYER_REFUND_IN_SALES": "refund",
+    "ORDER_BUYER_VIEW_ORDER_REFUND_AFTER_SALES": "refund",
+    "ORDER_BUYER_VIEW_MODIFY_MEMO": "other",
+    "ORDER_BUYER_VIEW_ORDER_SELLER_MODIFY_ADRESS": "other",
+    "LOGISTICS_BUYER_VIEW_TRACE": "logistics",
+    "LOGISTICS_MAIL_NO_CHANGE": "logistics",
+}
 
 
 def form(fields: dict[str, str], content_type: str = "application/x-www-form-urlencoded; charset=UTF-8") -> RawPush:
@@ -42,121 +66,253 @@ def message(type_: str = "ORDER_BUYER_VIEW_ORDER_PAY", msg_id: Any = 123456789, 
     return json.dumps({"msgId": msg_id, "gmtBorn": 1758000000000, "type": type_, "userInfo": "b2b-1", "data": data})
 
 
+def hand_signature(text: str, scheme: str = "name-value-hex-upper", secret: str = SECRET) -> str:
+    """`_dj_signature` computed here, by hand, for each candidate of PUBLISHED-DOCS 2b."""
+    signed_text = ("message" + text) if scheme.startswith("name-value") else text
+    digest = hmac.new(secret.encode(), signed_text.encode(), hashlib.sha1).digest()
+    if scheme.endswith("base64"):
+        return base64.b64encode(digest).decode()
+    return digest.hex().upper() if scheme.endswith("upper") else digest.hex()
+
+
 def signed(text: str, signature: str | None = None) -> RawPush:
-    return form({"message": text, "_dj_signature": spec.sign(SECRET, text) if signature is None else signature})
+    return form({"message": text, "_dj_signature": hand_signature(text) if signature is None else signature})
 
 
-# --- amounts ------------------------------------------------------------------------------------
+# --- the API's sign -----------------------------------------------------------------------------
+def test_sign_is_upper_md5_of_sorted_pairs_then_the_secret() -> None:
+    params = {"webSite": "1688", "orderId": DOC_ORDER, "appKey": "ak-unit", "requestTime": 1758000000000,
+              "outOrderId": None, "page": 2}
+    text = f"appKey=ak-unit&orderId={DOC_ORDER}&page=2&requestTime=1758000000000&webSite=1688&secret={SECRET}"
+    expected = hashlib.md5(text.encode()).hexdigest().upper()
+    assert spec.api_sign(params, SECRET) == expected
+    assert spec.api_sign({**params, "sign": "OLD", "appSecret": SECRET}, SECRET) == expected  # neither is signed
+
+
+def test_a_request_body_carries_sign_and_request_time_but_no_secret() -> None:
+    body = spec.signed_body(SOURCE, {"webSite": "1688", "orderId": DOC_ORDER}, now_ms=1758000000123)
+    text = f"appKey=ak-unit&orderId={DOC_ORDER}&requestTime=1758000000123&webSite=1688&secret={SECRET}"
+    assert body == {"appKey": "ak-unit", "webSite": "1688", "orderId": DOC_ORDER, "requestTime": 1758000000123,
+                    "sign": hashlib.md5(text.encode()).hexdigest().upper()}
+    assert SECRET not in json.dumps(body)
+
+
+def test_request_time_is_in_milliseconds() -> None:
+    body = spec.signed_body(SOURCE, {})
+    assert abs(body["requestTime"] - time.time() * 1000) < 60_000
+
+
+def test_a_debug_source_also_sends_app_secret() -> None:
+    debug = dataclasses.replace(SOURCE, credentials={**SOURCE.credentials, "send_app_secret": True})
+    plain = spec.signed_body(SOURCE, {"page": 1}, now_ms=1)
+    assert spec.signed_body(debug, {"page": 1}, now_ms=1) == {**plain, "appSecret": SECRET}
+
+
+# --- re-fetching one order: buyerView ------------------------------------------------------------
+class _Answer:
+    def __init__(self, payload: Any, status: int = 200) -> None:
+        self.status_code, self.payload, self.text = status, payload, json.dumps(payload, ensure_ascii=False)
+
+    def json(self) -> Any:
+        return self.payload
+
+
+class _Http:
+    """A requests.Session stand-in that answers POSTs from a list (the last one again) and keeps the requests."""
+
+    def __init__(self, *payloads: Any, status: int = 200) -> None:
+        self.payloads, self.status, self.requests = list(payloads), status, []  # type: ignore[var-annotated]
+
+    def post(self, url: str, json: Any, **kwargs: Any) -> _Answer:
+        self.requests.append((url, json))
+        payload = self.payloads.pop(0) if len(self.payloads) > 1 else self.payloads[0]
+        return _Answer(payload(json) if callable(payload) else payload, self.status)
+
+
+def _view(record: Any, code: int = 200, message: str = "操作成功") -> dict[str, Any]:
+    return {"code": code, "message": message, "data": record, "timestamp": 1758000000000, "traceId": "c805230410e"}
+
+
+def doc_record(**base: Any) -> dict[str, Any]:
+    """The buyerView doc's order: the numeric ids as a double rounded them, the string ids exact."""
+    record = copy.deepcopy(SEED[1])
+    record["baseInfo"].update({"id": 2257164624870312000, **base})
+    record["productItems"][0]["subItemID"] = 2257164624870312000
+    return record
+
+
+def test_fetch_asks_buyer_view_for_the_order_signed() -> None:
+    http = _Http(_view(doc_record()))
+    (snap,) = FAMILY.fetch_orders(http, SOURCE, OrderRef("1688", DOC_ORDER))  # type: ignore[arg-type]
+    ((url, payload),) = http.requests
+    assert url == "https://openapi.example/alibaba/trade/get/buyerView"
+    assert set(payload) == {"appKey", "webSite", "orderId", "requestTime", "sign"}
+    assert (payload["appKey"], payload["webSite"], payload["orderId"]) == ("ak-unit", "1688", DOC_ORDER)
+    text = f"appKey=ak-unit&orderId={DOC_ORDER}&requestTime={payload['requestTime']}&webSite=1688&secret={SECRET}"
+    assert payload["sign"] == hashlib.md5(text.encode()).hexdigest().upper()
+    assert snap.provider_order_id == DOC_ORDER
+    assert [line.line_id for line in snap.lines][0] == "2257164624870311974"
+    assert snap.lines[1].line_id.startswith("derived-")  # the line without ids is kept
+    assert (snap.total_amount, snap.shipping_fee, snap.lines[0].amount, snap.lines[1].price) == (1126, 115, 896, 23)
+
+
+def test_an_answer_without_the_string_id_is_matched_through_the_double() -> None:
+    record = doc_record(idOfStr=None)
+    (snap,) = FAMILY.fetch_orders(_Http(_view(record)), SOURCE, OrderRef("1688", DOC_ORDER))  # type: ignore[arg-type]
+    assert snap.provider_order_id == DOC_ORDER
+
+
+@pytest.mark.parametrize("base", [{"idOfStr": "2257164624870311999"}, {"idOfStr": None, "id": 1}])
+def test_an_answer_about_another_order_is_refused(base: dict[str, Any]) -> None:
+    with pytest.raises(PermanentProviderError, match="answered"):
+        FAMILY.fetch_orders(_Http(_view(doc_record(**base))), SOURCE, OrderRef("1688", DOC_ORDER))  # type: ignore[arg-type]
+
+
+def test_a_taobao_order_is_never_asked_for() -> None:
+    http = _Http(_view(None))
+    with pytest.raises(PermanentProviderError, match="no Taobao order query"):
+        FAMILY.fetch_orders(http, SOURCE, OrderRef("taobao", "200002638011"))  # type: ignore[arg-type]
+    assert http.requests == []
+
+
 @pytest.mark.parametrize(
-    ("yuan", "fen"),
+    ("payload", "error"),
     [
-        (47.3, 4730),
-        (0.29, 29),  # 0.29 * 100 is 28.999999999999996 in floats
-        (1.15, 115),  # and 1.15 * 100 is 114.99999999999999
-        (12345678.91, 1234567891),
-        ("47.30", 4730),
-        (Decimal("4.5"), 450),
-        (3, 300),
-        (0, 0),
-        (None, 0),
+        (_view(None, code=500, message="system busy"), TransientProviderError),
+        (_view(None, code=429, message="too many requests"), TransientProviderError),
+        (_view(None, code=401, message="appKey错误"), PermanentProviderError),
+        (_view(None, code=402, message="签名错误"), PermanentProviderError),
+        (_view(None), PermanentProviderError),  # not found
+        (_view({"errorCode": "ORDER_NOT_EXIST", "errorMessage": "no order"}), PermanentProviderError),
+        ({"message": "no code"}, PermanentProviderError),
     ],
 )
-def test_yuan_become_exact_fen(yuan: Any, fen: int) -> None:
-    assert model.yuan_to_fen(yuan, "totalAmount") == fen
+def test_fetch_errors_are_sorted(payload: Any, error: type[Exception]) -> None:
+    with pytest.raises(error):
+        FAMILY.fetch_orders(_Http(payload), SOURCE, OrderRef("1688", DOC_ORDER))  # type: ignore[arg-type]
 
 
-@pytest.mark.parametrize("bad", [1.005, True, "abc", "NaN", "Infinity", [1]])
-def test_amounts_that_are_not_whole_fen_are_refused(bad: Any) -> None:
-    with pytest.raises(PermanentProviderError):
-        model.yuan_to_fen(bad, "totalAmount")
-
-
-def test_unit_prices_below_a_fen_round_half_up() -> None:
-    assert model.unit_price_to_fen(0.035, "price") == 4
-    assert model.unit_price_to_fen(23.9, "price") == 2390
-
-
-# --- statuses and times -------------------------------------------------------------------------
-@pytest.mark.parametrize(
-    ("raw", "status"),
-    [
-        ("waitbuyerpay", "awaiting_payment"),
-        ("waitsellersend", "awaiting_shipment"),
-        ("waitbuyerreceive", "shipped"),
-        ("confirm_goods", "received"),
-        ("success", "completed"),
-        ("cancel", "cancelled"),
-        ("terminated", "closed"),
-        ("waitselleract", "other"),
-        (None, "other"),
-    ],
-)
-def test_status_table(raw: str | None, status: str) -> None:
-    assert model.normalised_status(raw) == (status, raw or "")
+# --- provider error text: no secret, bounded ---------------------------------------------------------
+ODD_SECRET = "s3cr/t+key=é&x"
+ODD_SOURCE = dataclasses.replace(SOURCE, credentials={**SOURCE.credentials, "app_secret": ODD_SECRET})
 
 
 @pytest.mark.parametrize(
-    ("text", "expected"),
+    ("echo", "status"),
     [
-        ("2025-09-13T09:21:24.000+00:00", datetime(2025, 9, 13, 9, 21, 24, tzinfo=timezone.utc)),
-        ("2025-09-13 17:21:24", datetime(2025, 9, 13, 9, 21, 24, tzinfo=timezone.utc)),
-        ("20250913172124500+0800", datetime(2025, 9, 13, 9, 21, 24, 500000, tzinfo=timezone.utc)),
-        (None, None),
+        (f"appSecret {ODD_SECRET} is wrong", 200),
+        (f"bad request: appSecret={quote(ODD_SECRET, safe='')}", 200),
+        ('{"appSecret": ' + json.dumps(ODD_SECRET) + "}", 200),
+        (f"appSecret {ODD_SECRET} is wrong", 403),  # in an HTTP error's body
     ],
 )
-def test_times_without_an_offset_are_china_time(text: str | None, expected: datetime | None) -> None:
-    assert model.parse_time(text, "modifyTime") == expected
+def test_an_echoed_secret_never_reaches_the_error(echo: str, status: int) -> None:
+    http = _Http(_view(None, code=401, message=echo), status=status)
+    with pytest.raises(PermanentProviderError) as err:
+        FAMILY.fetch_orders(http, ODD_SOURCE, OrderRef("1688", DOC_ORDER))  # type: ignore[arg-type]
+    text = err.value.message
+    assert ODD_SECRET not in text and quote(ODD_SECRET, safe="") not in text and "s3cr" not in text
+    assert "***" in text
 
 
-def test_unreadable_time_is_refused() -> None:
-    with pytest.raises(PermanentProviderError):
-        model.parse_time("yesterday", "modifyTime")
+def test_a_long_provider_message_is_capped() -> None:
+    http = _Http(_view(None, code=500, message="x" * 5000))
+    with pytest.raises(TransientProviderError) as err:
+        FAMILY.fetch_orders(http, SOURCE, OrderRef("1688", DOC_ORDER))  # type: ignore[arg-type]
+    assert len(err.value.message) <= spec.MAX_ERROR_TEXT and err.value.message.startswith("provider code 500: xxx")
 
 
-# --- the order mapping --------------------------------------------------------------------------
-def test_the_documented_order_maps_to_fen() -> None:
-    record = copy.deepcopy(SEED[0])
-    record["baseInfo"].update(status="success", modifyTime="2025-09-13T09:21:24.000+00:00", refund=5.0)
-    snap = model.order_snapshot(record)
-    assert (snap.platform, snap.provider_order_id, snap.order_no, snap.purchase_id) == ("1688", ORDER_ID, None, None)
-    assert (snap.status, snap.raw_status, snap.currency) == ("completed", "success", "CNY")
-    assert (snap.product_amount, snap.shipping_fee, snap.discount, snap.total_amount, snap.refund_amount) == (
-        4780, 450, 0, 4730, 500
-    )
-    assert snap.modified_at == datetime(2025, 9, 13, 9, 21, 24, tzinfo=timezone.utc)
-    (line,) = snap.lines
-    assert (line.line_id, line.product_id, line.sku_id, line.quantity) == ("290803333337363456", "800609753716", None, 2)
-    assert (line.price, line.amount, line.refund_amount, line.raw_status) == (2390, 4280, 0, "waitbuyerpay")
+# --- the order list: reconciliation and ping ---------------------------------------------------------
+def _lister(records: list[dict[str, Any]], cap: int, total: bool = True):  # type: ignore[no-untyped-def]
+    """A list answer as a server with a page-size cap gives it."""
+    def answer(query: dict[str, Any]) -> dict[str, Any]:
+        size = min(query["pageSize"], cap)
+        page = records[(query["page"] - 1) * size : query["page"] * size]
+        data: dict[str, Any] = {"result": page, "errorCode": None, "errorMessage": None}
+        if total:
+            data["totalRecord"] = len(records)
+        return _view(data)
+    return answer
 
 
-def test_discount_is_read_in_fen_as_1688_documents_it() -> None:
-    record = copy.deepcopy(SEED[0])
-    record["baseInfo"]["discount"] = 150
-    assert model.order_snapshot(record).discount == 150
+def _orders(n: int) -> list[dict[str, Any]]:
+    out = []
+    for i in range(n):
+        r = copy.deepcopy(SEED[0])
+        r["baseInfo"].update(id=1000 + i, idOfStr=str(1000 + i))
+        out.append(r)
+    return out
 
 
-def test_a_fractional_quantity_is_refused() -> None:
-    record = copy.deepcopy(SEED[0])
-    record["productItems"][0]["quantity"] = 1.5
-    with pytest.raises(PermanentProviderError, match="quantity"):
-        model.order_snapshot(record)
+@pytest.mark.parametrize("total", [True, False])
+def test_list_pages_follow_total_record_under_a_page_size_cap(total: bool) -> None:
+    http = _Http(_lister(_orders(5), cap=2, total=total))
+    since, until = datetime(2025, 9, 1, tzinfo=timezone.utc), datetime(2025, 9, 2, 12, 30, tzinfo=timezone.utc)
+    pages = list(FAMILY.list_orders(http, SOURCE, since, until))  # type: ignore[arg-type]
+    assert [[s.provider_order_id for s in p] for p in pages] == [["1000", "1001"], ["1002", "1003"], ["1004"]]
+    asked = [q for _, q in http.requests]
+    assert [q["page"] for q in asked] == ([1, 2, 3] if total else [1, 2, 3, 4])
+    first = asked[0]
+    assert (first["createStartTime"], first["createEndTime"]) == ("20250901080000000+0800", "20250902203000000+0800")
+    assert "orderId" not in first and "sign" in first and "appSecret" not in first
 
 
-# --- signatures ---------------------------------------------------------------------------------
-@pytest.mark.parametrize("case", [str.upper, str.lower])
-def test_signature_accepts_either_case_of_hex(case: Any) -> None:
+def test_an_unreadable_order_does_not_cost_the_page() -> None:
+    records = _orders(3)
+    records[1]["baseInfo"].update(id=None, idOfStr=None)
+    records[2]["baseInfo"]["totalAmount"] = "n/a"
+    http = _Http(_lister(records, cap=20))
+    (page,) = FAMILY.list_orders(http, SOURCE, datetime(2025, 1, 1, tzinfo=timezone.utc), datetime.now(timezone.utc))  # type: ignore[arg-type]
+    assert [(s.provider_order_id, s.total_amount) for s in page] == [("1000", 4730), ("1002", 0)]
+
+
+def test_ping_reads_one_record_signed() -> None:
+    http = _Http(_lister(_orders(3), cap=20))
+    assert "3 order(s)" in FAMILY.ping(http, SOURCE)  # type: ignore[arg-type]
+    ((url, query),) = http.requests
+    assert url.endswith("/alibaba/trade/getBuyerOrderList") and (query["page"], query["pageSize"]) == (1, 1)
+
+
+# --- _dj_signature ---------------------------------------------------------------------------------
+@pytest.mark.parametrize("scheme", list(spec.SIGNATURE_SCHEMES))
+def test_every_candidate_scheme_is_accepted_and_named_once(scheme: str, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, "receiver.providers.dajisaas")
+    source = dataclasses.replace(SOURCE, name=f"daji-{scheme}")
+    for msg_id in (1, 2):
+        text = message(msg_id=msg_id)
+        assert FAMILY.authenticate(source, signed(text, hand_signature(text, scheme))).timestamp_ms is None
+    named = [r.getMessage() for r in caplog.records if "callback.signature_scheme" in r.getMessage()]
+    assert named == [f"callback.signature_scheme source=daji-{scheme} scheme={scheme}"]
+
+
+@pytest.mark.parametrize("scheme", list(spec.SIGNATURE_SCHEMES))
+def test_a_pinned_scheme_refuses_the_others(scheme: str) -> None:
+    source = dataclasses.replace(SOURCE, name=f"pinned-{scheme}", credentials={**SOURCE.credentials, "signature_scheme": scheme})
     text = message()
-    assert FAMILY.authenticate(SOURCE, signed(text, case(spec.sign(SECRET, text)))).timestamp_ms is None
+    assert FAMILY.authenticate(source, signed(text, hand_signature(text, scheme)))
+    for other in spec.SIGNATURE_SCHEMES:
+        if hand_signature(text, other) != hand_signature(text, scheme):
+            with pytest.raises(BadSignature):
+                FAMILY.authenticate(source, signed(text, hand_signature(text, other)))
 
 
-def test_signature_is_hmac_sha1_over_message_and_its_value() -> None:
-    text = message()
-    expected = hmac.new(SECRET.encode(), ("message" + text).encode(), hashlib.sha1).hexdigest().upper()
-    assert spec.sign(SECRET, text) == expected
+def test_a_base64_signature_whose_plus_was_not_encoded_still_verifies() -> None:
+    text = next(t for i in range(200) if "+" in hand_signature(t := message(msg_id=i), "value-base64"))
+    body = urlencode({"message": text}) + "&_dj_signature=" + hand_signature(text, "value-base64")  # "+" left raw
+    raw = RawPush(headers={}, body=body.encode(), content_type="application/x-www-form-urlencoded")
+    assert FAMILY.authenticate(dataclasses.replace(SOURCE, name="daji-raw-plus"), raw)
 
 
 @pytest.mark.parametrize(
-    "signature", [spec.sign("another-secret", message()), spec.sign(SECRET, message() + " "), "", "zz"]
+    "signature",
+    [
+        *(hand_signature(message(), s, secret="another-secret") for s in spec.SIGNATURE_SCHEMES),
+        *(hand_signature(message() + " ", s) for s in spec.SIGNATURE_SCHEMES),
+        hashlib.sha1(message().encode()).hexdigest().upper(),  # no key at all
+        hmac.new(SECRET.encode(), message().encode(), hashlib.sha256).hexdigest().upper(),  # not SHA-1
+        "",
+        "zz",
+    ],
 )
 def test_wrong_or_missing_signature_is_refused(signature: str) -> None:
     with pytest.raises(BadSignature):
@@ -184,44 +340,56 @@ def test_a_repeated_message_field_is_malformed() -> None:
         FAMILY.authenticate(SOURCE, raw)
 
 
-# --- parsing ------------------------------------------------------------------------------------
+# --- 1688 trade messages -----------------------------------------------------------------------------
+@pytest.mark.parametrize(("type_", "kind"), list(DOC_TOPICS.items()))
+def test_every_documented_topic_is_mapped_and_refetched(type_: str, kind: str) -> None:
+    push = FAMILY.parse_push(SOURCE, signed(message(type_)))
+    assert (push.message_type, push.kind, push.actionable, push.ignored) == (type_, kind, True, None)
+    assert (push.order.platform, push.order.order_id) == ("1688", ORDER_ID)  # type: ignore[union-attr]
+
+
 @pytest.mark.parametrize(
-    ("type_", "kind"),
+    ("type_", "data"),
     [
-        ("ORDER_BUYER_VIEW_ORDER_PRICE_MODIFY", "price"),
-        ("ORDER_BUYER_VIEW_ORDER_BUYER_REFUND_IN_SALES", "refund"),
-        ("ORDER_BUYER_VIEW_ORDER_REFUND_AFTER_SALES", "refund"),
-        ("ORDER_BUYER_VIEW_ORDER_PAY", "status"),
-        ("ORDER_BUYER_VIEW_ORDER_COMFIRM_RECEIVEGOODS", "status"),
-        ("ORDER_BUYER_VIEW_MODIFY_MEMO", "status"),
-        ("LOGISTICS_MAIL_NO_CHANGE", "logistics"),
+        ("LOGISTICS_BUYER_VIEW_TRACE", {"OrderLogisticsTracingModel": {"mailNo": "YT1", "orderLogsItems": [{"orderId": int(ORDER_ID)}]}}),
+        ("LOGISTICS_MAIL_NO_CHANGE", {"MailNoChangeModel": {"orderLogsItems": [{"orderId": ORDER_ID}]}}),
+        ("ORDER_BATCH_PAY", {"batchPay": [{"orderId": int(ORDER_ID), "status": "success"}, {"orderId": 1}]}),
     ],
 )
-def test_message_types_map_to_kinds(type_: str, kind: str) -> None:
-    push = FAMILY.parse_push(SOURCE, signed(message(type_)))
-    assert (push.message_type, push.kind, push.actionable) == (type_, kind, True)
-    assert push.order == OrderRef("1688", ORDER_ID, {spec.INFERRED_ORDER_FILTER: ORDER_ID})
+def test_messages_that_list_their_orders_name_the_first(type_: str, data: dict[str, Any]) -> None:
+    push = FAMILY.parse_push(SOURCE, signed(message(type_, **data)))
+    assert push.actionable and push.order.order_id == ORDER_ID  # type: ignore[union-attr]
 
 
-def test_logistics_messages_name_their_order_inside_the_tracing_model() -> None:
-    model = {"mailNo": "YT1", "statusChanged": "CONSIGN", "orderLogsItems": [{"orderId": int(ORDER_ID), "orderEntryId": 1}]}
-    push = FAMILY.parse_push(SOURCE, signed(message("LOGISTICS_BUYER_VIEW_TRACE", OrderLogisticsTracingModel=model)))
-    assert (push.kind, push.order.order_id if push.order else None) == ("logistics", ORDER_ID)
+def test_an_unlisted_type_that_names_an_order_is_refetched() -> None:
+    push = FAMILY.parse_push(SOURCE, signed(message("ORDER_BUYER_VIEW_SOMETHING_NEW", orderId=ORDER_ID)))
+    assert (push.kind, push.actionable, push.order.order_id) == ("other", True, ORDER_ID)  # type: ignore[union-attr]
 
 
-def test_unknown_types_are_kept_but_not_acted_on() -> None:
+def test_an_unlisted_type_without_an_order_is_kept_as_ignored() -> None:
     push = FAMILY.parse_push(SOURCE, signed(message("PRODUCT_RELATION_VIEW_PRODUCT_EXPIRE", productIds="1")))
     assert (push.kind, push.actionable, push.order) == ("other", False, None)
+    assert push.ignored == "message type PRODUCT_RELATION_VIEW_PRODUCT_EXPIRE names no order"
 
 
-@pytest.mark.parametrize("data", [{"currentStatus": "waitsellersend"}, {"orderId": "9" * 65}])
+@pytest.mark.parametrize("data", [{"currentStatus": "waitsellersend"}, {"orderId": "9" * 65}, {"orderId": True}])
 def test_a_trade_message_without_a_readable_order_is_malformed(data: dict[str, Any]) -> None:
     with pytest.raises(MalformedPush) as err:
         FAMILY.parse_push(SOURCE, signed(message(**data)))
     assert err.value.field == "message.data.orderId"
 
 
-@pytest.mark.parametrize(("text", "field"), [("not json", "message"), ("[1]", "message"), ('{"type": "X"}', "message.msgId")])
+@pytest.mark.parametrize(
+    ("text", "field"),
+    [
+        ("not json", "message"),
+        ("[1]", "message"),
+        ('{"type": "X"}', "message.msgId"),
+        ('{"msgId": 1}', "message.type"),
+        ('{"message_type": "3", "data": {}}', "message.message_type"),
+        ('{"message_type": 3, "data": []}', "message.data"),
+    ],
+)
 def test_unreadable_messages_name_the_field(text: str, field: str) -> None:
     with pytest.raises(MalformedPush) as err:
         FAMILY.parse_push(SOURCE, signed(text))
@@ -237,62 +405,68 @@ def test_the_dedupe_key_is_the_message_id_per_source() -> None:
     assert len({first.dedupe_key, other.dedupe_key, elsewhere.dedupe_key}) == 3
 
 
-# --- re-fetching --------------------------------------------------------------------------------
-class _Answer:
-    def __init__(self, payload: Any) -> None:
-        self.status_code, self.payload, self.text = 200, payload, json.dumps(payload)
-
-    def json(self) -> Any:
-        return self.payload
-
-
-class _Http:
-    """A requests.Session stand-in that answers every POST with one payload and keeps the requests."""
-
-    def __init__(self, payload: Any) -> None:
-        self.payload, self.requests = payload, []  # type: ignore[var-annotated]
-
-    def post(self, url: str, json: Any, **kwargs: Any) -> _Answer:
-        self.requests.append((url, json))
-        return _Answer(self.payload)
-
-
-def _answer(*records: Any, code: int = 200, message: str = "操作成功") -> dict[str, Any]:
-    return {"code": code, "message": message, "data": {"result": list(records), "totalRecord": len(records)}}
-
-
-def test_fetch_sends_the_keys_and_the_order_and_keeps_only_that_order() -> None:
-    stranger = copy.deepcopy(SEED[0])
-    stranger["baseInfo"].update(id=1, idOfStr="1")
-    http = _Http(_answer(stranger, copy.deepcopy(SEED[0])))
-    ref = OrderRef("1688", ORDER_ID, {spec.INFERRED_ORDER_FILTER: ORDER_ID})
-    (snap,) = FAMILY.fetch_orders(http, SOURCE, ref)  # type: ignore[arg-type]
-    assert snap.provider_order_id == ORDER_ID
-    ((url, payload),) = http.requests
-    assert url == "https://openapi.example/alibaba/trade/getBuyerOrderList"
-    assert payload == {"appKey": "ak-unit", "appSecret": SECRET, spec.INFERRED_ORDER_FILTER: ORDER_ID, "page": 1,
-                       "pageSize": spec.PAGE_SIZE}
+# --- Taobao/Tmall messages (wiki-en.dajisaas.com/doc-4966230) ----------------------------------------
+TAOBAO_STATUS = {
+    "seller_id": "2100000927014", "message_type": 3, "timestamp": 1650939687, "site": "taobao_hk",
+    "data": {"business_time": 1650939687564, "outer_purchase_id": "FY20220426002", "purchase_id": 200002638011,
+             "seller_id": "2100000927014", "status": "WAIT_SELLER_SEND_GOODS",
+             "sku_list": [{"item_id": 1, "sku_id": 2, "order_line_no": 1, "status": "WAIT_SELLER_SEND_GOODS"}]},
+}
+TAOBAO_PRICE = {
+    "seller_id": "2100000927014", "message_type": 8, "timestamp": 1650939690, "site": "taobao_hk",
+    "data": {"features": "", "salesOrderId": "500000-GSP2021031415594", "salesSellerId": "2100000927014",
+             "purchaseMarket": "TAOBAO", "purchaseOrderId": 200002372069,
+             "purchaseOrderPriceDTO": {"purchaseCurrency": "CNY", "purchaseTotalFee": "1000"},
+             "purchaseOrderLinePriceChangeMessageDTOList": []},
+}
 
 
 @pytest.mark.parametrize(
-    ("payload", "error"),
+    ("msg", "name", "kind", "purchase_id", "kept"),
     [
-        (_answer(code=500, message="system busy"), TransientProviderError),
-        (_answer(code=429, message="too many requests"), TransientProviderError),
-        (_answer(code=401, message="appKey或appSecret错误"), PermanentProviderError),
-        (_answer(), PermanentProviderError),  # not found
-        ({"message": "no code"}, PermanentProviderError),
+        (TAOBAO_STATUS, "TAOBAO_ORDER_STATUS_UPDATE", "status", "200002638011",
+         {"outer_purchase_id": "FY20220426002", "status": "WAIT_SELLER_SEND_GOODS", "site": "taobao_hk"}),
+        (TAOBAO_PRICE, "TAOBAO_PRICE_CHANGE", "price", "200002372069",
+         {"salesOrderId": "500000-GSP2021031415594", "site": "taobao_hk"}),
+        ({**TAOBAO_STATUS, "message_type": 5}, "TAOBAO_MESSAGE_5", "other", "200002638011",
+         {"outer_purchase_id": "FY20220426002", "status": "WAIT_SELLER_SEND_GOODS", "site": "taobao_hk"}),
     ],
 )
-def test_fetch_errors_are_sorted(payload: Any, error: type[Exception]) -> None:
-    ref = OrderRef("1688", ORDER_ID, {spec.INFERRED_ORDER_FILTER: ORDER_ID})
-    with pytest.raises(error):
-        FAMILY.fetch_orders(_Http(payload), SOURCE, ref)  # type: ignore[arg-type]
+def test_taobao_messages_are_kept_with_their_purchase_id_and_ignored(
+    msg: dict[str, Any], name: str, kind: str, purchase_id: str, kept: dict[str, str]
+) -> None:
+    push = FAMILY.parse_push(SOURCE, signed(json.dumps(msg)))
+    assert (push.message_type, push.kind, push.actionable) == (name, kind, False)
+    assert push.order == OrderRef("taobao", purchase_id, kept)
+    assert push.ignored == "Taobao/Tmall message: DajiSaaS documents no Taobao order query"
 
 
-def test_credentials_schema_refuses_unknown_keys() -> None:
+def test_a_taobao_message_without_a_purchase_id_is_still_kept() -> None:
+    msg = copy.deepcopy(TAOBAO_STATUS)
+    del msg["data"]["purchase_id"]
+    push = FAMILY.parse_push(SOURCE, signed(json.dumps(msg)))
+    assert (push.order, push.actionable, push.ignored) == (None, False, spec.TAOBAO_IGNORED)
+
+
+def test_a_taobao_redelivery_has_the_same_dedupe_key_and_a_new_message_another() -> None:
+    first = FAMILY.parse_push(SOURCE, signed(json.dumps(TAOBAO_STATUS)))
+    again = FAMILY.parse_push(SOURCE, signed(json.dumps(TAOBAO_STATUS, indent=1)))
+    moved = copy.deepcopy(TAOBAO_STATUS)
+    moved["data"].update(status="WAIT_BUYER_CONFIRM_GOODS", business_time=1650939999000)
+    later = FAMILY.parse_push(SOURCE, signed(json.dumps(moved)))
+    price = FAMILY.parse_push(SOURCE, signed(json.dumps(TAOBAO_PRICE)))
+    assert first.dedupe_key == again.dedupe_key
+    assert len({first.dedupe_key, later.dedupe_key, price.dedupe_key}) == 3
+
+
+# --- per-source options ------------------------------------------------------------------------------
+def test_credentials_schema_defaults_and_refusals() -> None:
     schema = FAMILY.credentials_schema()
-    assert schema.load({"app_key": "k", "app_secret": "s"}) == {"app_key": "k", "app_secret": "s"}
-    for bad in ({"app_key": "k"}, {"app_key": "k", "app_secret": "s", "access_key": "x"}):
+    assert schema.load({"app_key": "k", "app_secret": "s"}) == {
+        "app_key": "k", "app_secret": "s", "signature_scheme": "any", "send_app_secret": False
+    }
+    assert schema.load({"app_key": "k", "app_secret": "s", "signature_scheme": "value-base64", "send_app_secret": True})
+    for bad in ({"app_key": "k"}, {"app_key": "k", "app_secret": "s", "access_key": "x"},
+                {"app_key": "k", "app_secret": "s", "signature_scheme": "md5"}):
         with pytest.raises(ValidationError):
             schema.load(bad)
