@@ -18,9 +18,10 @@ from flask import Blueprint, Response, redirect, render_template, request, url_f
 from sqlalchemy import func, select
 from werkzeug.exceptions import HTTPException
 
+from receiver.args import int_arg
 from receiver.auth import token_matches
 from receiver.errors import BadRequest, NotFound, ReceiverError, Unauthorized
-from receiver.inbox import event_headers
+from receiver.inbox import event_headers, status_counts
 from receiver.models import Event, EventStatus
 from receiver.orders import find_order
 from receiver.services import services
@@ -29,6 +30,12 @@ bp = Blueprint("admin", __name__, url_prefix="/admin")
 log = logging.getLogger("receiver.admin")
 REALM = 'Basic realm="receiver admin"'
 PER_PAGE = 50
+MAX_PAGE = 10**6
+# An event page indents a body this small and this shallow; anything else is shown raw, cut to
+# SHOWN_BODY_BYTES, with a link to the whole body.
+PRETTY_BODY_BYTES = 64 * 1024
+PRETTY_MAX_DEPTH = 32
+SHOWN_BODY_BYTES = 64 * 1024
 CSRF_TTL = 12 * 3600  # a page left open over a working day still replays
 
 
@@ -89,10 +96,7 @@ def template_globals() -> dict[str, Any]:
 
 # --- pages -----------------------------------------------------------------------------------------
 def _page_arg() -> int:
-    raw = request.args.get("page", "1")
-    if not raw.isdigit() or not 1 <= int(raw) <= 10**6:
-        raise BadRequest("page must be a positive integer")
-    return int(raw)
+    return int_arg("page", 1, 1, MAX_PAGE)
 
 
 @bp.get("/")
@@ -110,41 +114,63 @@ def inbox() -> str:
     if order:
         scope = scope.where(Event.order_id == order)
     listed = scope.where(Event.status == status) if status else scope
-    with services().Session() as session:
-        scoped = scope.subquery()
-        counted = select(scoped.c.status, func.count()).group_by(scoped.c.status)
-        counts = {s: 0 for s in EventStatus.ALL} | dict(session.execute(counted).all())
-        dead_by_source = dict(
-            session.execute(select(Event.source, func.count()).where(Event.status == EventStatus.DEAD).group_by(Event.source)).all()
-        )
-        total = session.scalar(select(func.count()).select_from(listed.subquery())) or 0
+    svc = services()
+    everything = status_counts(svc.read_engine, svc.settings.counts_ttl)  # cached: no scan per view
+    dead_by_source = {s: n for (s, st), n in everything.items() if st == EventStatus.DEAD and n}
+    with svc.ReadSession() as session:
+        if order:  # one order's events: few, and found through the order_id index
+            scoped = scope.subquery()
+            counts = dict(session.execute(select(scoped.c.status, func.count()).group_by(scoped.c.status)).all())
+        else:
+            counts = {}
+            for (s, st), n in everything.items():
+                if not source or s == source:
+                    counts[st] = counts.get(st, 0) + n
         events = list(session.scalars(listed.order_by(Event.id.desc()).limit(PER_PAGE).offset((page - 1) * PER_PAGE)))
-        return render_template(
-            "admin/inbox.html",
-            events=events,
-            counts=counts,
-            dead_by_source=dead_by_source,
-            total=total,
-            page=page,
-            pages=max(1, -(-total // PER_PAGE)),
-            filters={"status": status, "source": source, "order": order},
-            replayed=request.args.get("replayed"),
-        )
+    counts = {s: 0 for s in EventStatus.ALL} | counts
+    total = counts[status] if status else sum(counts.values())
+    return render_template(
+        "admin/inbox.html",
+        events=events,
+        counts=counts,
+        dead_by_source=dead_by_source,
+        total=total,
+        page=page,
+        pages=max(1, -(-total // PER_PAGE)),
+        filters={"status": status, "source": source, "order": order},
+        replayed=request.args.get("replayed"),
+    )
 
 
-def _pretty(body: bytes) -> str:
-    """The raw body as text, indented when it is JSON (the stored bytes are untouched)."""
-    text = body.decode("utf-8", "replace")
-    try:
-        return json.dumps(json.loads(text), indent=2, ensure_ascii=False)
-    except ValueError:
-        return text
+def shown_body(body: bytes) -> tuple[str, bool]:
+    """The body as the page shows it, and whether it was cut: indented when it is small, shallow
+    JSON; else raw and at most SHOWN_BODY_BYTES, since indenting a deep body grows it quadratically."""
+    if len(body) <= PRETTY_BODY_BYTES and _depth(body) <= PRETTY_MAX_DEPTH:
+        text = body.decode("utf-8", "replace")
+        try:
+            return json.dumps(json.loads(text), indent=2, ensure_ascii=False), False
+        except ValueError:
+            return text, False
+    return body[:SHOWN_BODY_BYTES].decode("utf-8", "replace"), len(body) > SHOWN_BODY_BYTES
+
+
+def _depth(body: bytes) -> int:
+    """How deep JSON brackets nest in `body`, counted without parsing it (strings are not skipped:
+    a bracket in a string only makes a body look deeper, which shows it raw, as is safe)."""
+    depth = deepest = 0
+    for byte in body:
+        if byte in (0x5B, 0x7B):
+            depth += 1
+            deepest = max(deepest, depth)
+        elif byte in (0x5D, 0x7D):
+            depth -= 1
+    return deepest
 
 
 @bp.get("/events/<int:event_id>")
 def event(event_id: int) -> str:
     """One event: raw headers and body, attempts and error, and its order with lines and history."""
-    with services().Session() as session:
+    with services().ReadSession() as session:
         found = session.get(Event, event_id)
         if found is None:
             raise NotFound(f"no event {event_id}")
@@ -158,15 +184,30 @@ def event(event_id: int) -> str:
                 .limit(20)
             )
             siblings = list(session.scalars(stmt))
-        return render_template(
-            "admin/event.html",
-            event=found,
-            headers=event_headers(found),
-            body=_pretty(found.body),
-            order=order,
-            siblings=siblings,
-            replayed=request.args.get("replayed"),
-        )
+    # Rendered with the session closed: a slow page holds no connection.
+    body, cut = shown_body(found.body)
+    return render_template(
+        "admin/event.html",
+        event=found,
+        headers=event_headers(found),
+        body=body,
+        body_cut=cut,
+        body_size=len(found.body),
+        order=order,
+        siblings=siblings,
+        replayed=request.args.get("replayed"),
+    )
+
+
+@bp.get("/events/<int:event_id>/body")
+def event_body(event_id: int) -> Response:
+    """An event's body exactly as it was received, as a download."""
+    with services().ReadSession() as session:
+        body = session.scalar(select(Event.body).where(Event.id == event_id))
+    if body is None:
+        raise NotFound(f"no event {event_id}")
+    return Response(body, mimetype="application/octet-stream",
+                    headers={"Content-Disposition": f'attachment; filename="event-{event_id}-body"'})
 
 
 @bp.post("/events/<int:event_id>/replay")

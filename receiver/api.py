@@ -5,11 +5,13 @@ import logging
 from typing import Any
 
 from flask import Blueprint, Response, jsonify, request
-from sqlalchemy import func, select
+from sqlalchemy import select
 from werkzeug.exceptions import HTTPException
 
+from receiver.args import int_arg
 from receiver.auth import check_bearer
 from receiver.errors import BadRequest, NotFound, ReceiverError
+from receiver.inbox import status_counts
 from receiver.models import Event, EventStatus
 from receiver.orders import find_order, order_json
 from receiver.services import services
@@ -45,25 +47,18 @@ def event_json(event: Event) -> dict[str, Any]:
 @bp.get("/orders/<source>/<order_id>")
 def get_order(source: str, order_id: str) -> Response:
     """One order by any of its ids, with its lines and history oldest first."""
-    with services().Session() as session:
+    with services().ReadSession() as session:
         order = find_order(session, source, order_id)
         if order is None:
             raise NotFound(f"no order {order_id!r} at source {source!r}")
         return jsonify(order_json(order))
 
 
-def _int_arg(name: str, default: int, lo: int, hi: int) -> int:
-    raw = request.args.get(name, str(default))
-    if not raw.isdigit() or not lo <= int(raw) <= hi:
-        raise BadRequest(f"{name} must be an integer from {lo} to {hi}")
-    return int(raw)
-
-
 @bp.get("/events")
 def list_events() -> Response:
     """The inbox, newest first, filtered by status and source, a page at a time."""
-    page = _int_arg("page", 1, 1, 10**6)
-    per_page = _int_arg("per_page", 50, 1, MAX_PAGE_SIZE)
+    page = int_arg("page", 1, 1, 10**6)
+    per_page = int_arg("per_page", 50, 1, MAX_PAGE_SIZE)
     stmt = select(Event)
     if status := request.args.get("status"):
         if status not in EventStatus.ALL:
@@ -71,8 +66,10 @@ def list_events() -> Response:
         stmt = stmt.where(Event.status == status)
     if source := request.args.get("source"):
         stmt = stmt.where(Event.source == source)
-    with services().Session() as session:
-        total = session.scalar(select(func.count()).select_from(stmt.subquery()))
+    svc = services()
+    counts = status_counts(svc.read_engine, svc.settings.counts_ttl)  # cached: no scan per call
+    total = sum(n for (s, st), n in counts.items() if (not source or s == source) and (not status or st == status))
+    with svc.ReadSession() as session:
         events = session.scalars(stmt.order_by(Event.id.desc()).limit(per_page).offset((page - 1) * per_page))
         return jsonify(page=page, per_page=per_page, total=total, events=[event_json(e) for e in events])
 

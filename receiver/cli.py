@@ -136,6 +136,7 @@ def _app() -> Iterator[Flask]:
     finally:
         svc = app.extensions["receiver"]
         svc.engine.dispose()
+        svc.read_engine.dispose()
         # Only the clients this command made: both are created on first use.
         if "redis" in vars(svc):
             svc.redis.close()

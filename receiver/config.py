@@ -115,6 +115,11 @@ class Settings:
     log_format: str = "json"
     metrics_require_token: bool = False
     worker_metrics_port: int = 0
+    worker_metrics_host: str = "127.0.0.1"
+    counts_ttl: float = 5.0  # seconds the inbox's counts (metrics, admin) may be old
+    retention_days: float = 30.0  # processed and ignored events older than this are deleted
+    refresh_open_after: float = 6 * 3600.0  # seconds before an open order with no news is re-fetched
+    allowed_hosts: tuple[str, ...] = ()  # Host headers the app answers; empty: any
     metrics_multiproc_dir: str | None = None
 
     def __repr__(self) -> str:
@@ -154,6 +159,11 @@ class _EnvSchema(Schema):
     RECEIVER_LOG_FORMAT = fields.String(load_default="json", validate=validate.OneOf(["json", "text"]))
     RECEIVER_METRICS_REQUIRE_TOKEN = fields.Boolean(load_default=False)
     RECEIVER_WORKER_METRICS_PORT = fields.Integer(load_default=0, validate=validate.Range(min=0, max=65535))
+    RECEIVER_WORKER_METRICS_HOST = fields.String(load_default="127.0.0.1", validate=validate.Length(min=1))
+    RECEIVER_COUNTS_TTL = fields.Float(load_default=5.0, validate=validate.Range(min=0, max=3600))
+    RECEIVER_RETENTION_DAYS = fields.Float(load_default=30.0, validate=validate.Range(min=0.01))
+    RECEIVER_REFRESH_OPEN_AFTER = fields.Float(load_default=6 * 3600.0, validate=validate.Range(min=60))
+    RECEIVER_ALLOWED_HOSTS = fields.String(load_default="")
 
 
 class _SourceSchema(Schema):
@@ -372,6 +382,11 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
         log_format=env["RECEIVER_LOG_FORMAT"],
         metrics_require_token=env["RECEIVER_METRICS_REQUIRE_TOKEN"],
         worker_metrics_port=env["RECEIVER_WORKER_METRICS_PORT"],
+        worker_metrics_host=env["RECEIVER_WORKER_METRICS_HOST"],
+        counts_ttl=env["RECEIVER_COUNTS_TTL"],
+        retention_days=env["RECEIVER_RETENTION_DAYS"],
+        refresh_open_after=env["RECEIVER_REFRESH_OPEN_AFTER"],
+        allowed_hosts=tuple(h.strip() for h in env["RECEIVER_ALLOWED_HOSTS"].split(",") if h.strip()),
         # prometheus_client's own variable: set, each process writes its counts there to be summed.
         metrics_multiproc_dir=environ.get("PROMETHEUS_MULTIPROC_DIR") or None,
     )

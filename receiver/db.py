@@ -9,7 +9,7 @@ from sqlalchemy import Engine, Executable, create_engine
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
-from receiver.sqlite import sqlite_engine
+from receiver.sqlite import sqlite_engine, sqlite_read_engine
 
 
 def make_engine(url: str, pool_size: int = 5, timeout: float = 5.0) -> Engine:
@@ -28,6 +28,12 @@ def make_engine(url: str, pool_size: int = 5, timeout: float = 5.0) -> Engine:
         pool_timeout=timeout,
         connect_args={"connect_timeout": max(1, int(timeout))} if url.startswith("postgresql") else {},
     )
+
+
+def make_read_engine(url: str, writer: Engine, timeout: float = 5.0) -> Engine:
+    """The engine for reads that must never make a push wait: SQLite's reads go around the writer's
+    lock and pool; other databases read under MVCC, so the writer's engine serves."""
+    return sqlite_read_engine(url, timeout) if url.startswith("sqlite") else writer
 
 
 def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:

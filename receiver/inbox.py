@@ -3,12 +3,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import cache
 from typing import Any, Mapping
 
-from sqlalchemy import Engine, bindparam, delete, exists, select, update
+from sqlalchemy import Engine, bindparam, delete, exists, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from receiver.db import DriverStatement, driver_cursor
@@ -157,3 +158,30 @@ def event_headers(event: Event) -> Mapping[str, str]:
 def raw_push(event: Event) -> RawPush:
     """The push an event was stored from, to parse again in the worker."""
     return RawPush(headers=event_headers(event), body=event.body, content_type=event.content_type)
+
+
+# The inbox's counts by source and status may be a few seconds old (RECEIVER_COUNTS_TTL): counting a
+# large inbox costs a scan, and /metrics and the admin pages ask for them on every view.
+_counts: dict[int, tuple[float, dict[tuple[str, str, str, str | None], int]]] = {}
+
+
+def inbox_counts(read_engine: Engine, ttl: float) -> dict[tuple[str, str, str, str | None], int]:
+    """Events by (source, status, kind, platform), at most `ttl` seconds old, read off the writer's path."""
+    now = time.monotonic()
+    cached = _counts.get(id(read_engine))
+    if cached is not None and now - cached[0] < ttl:
+        return cached[1]
+    columns = (Event.source, Event.status, Event.kind, Event.platform)
+    with read_engine.connect() as conn:
+        rows = conn.execute(select(*columns, func.count()).group_by(*columns)).all()
+    counts = {(source, status, kind, platform): n for source, status, kind, platform, n in rows}
+    _counts[id(read_engine)] = (now, counts)
+    return counts
+
+
+def status_counts(read_engine: Engine, ttl: float) -> dict[tuple[str, str], int]:
+    """Events by (source, status), from `inbox_counts`."""
+    totals: dict[tuple[str, str], int] = {}
+    for (source, status, _, _), n in inbox_counts(read_engine, ttl).items():
+        totals[source, status] = totals.get((source, status), 0) + n
+    return totals

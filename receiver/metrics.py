@@ -27,12 +27,12 @@ from prometheus_client import (
 )
 from prometheus_client.core import GaugeMetricFamily, Metric
 from redis.exceptions import RedisError
-from sqlalchemy import func, select
 from sqlalchemy.exc import SQLAlchemyError
 
 from receiver.auth import check_bearer
 from receiver.errors import ProviderError, ReceiverError, TransientProviderError
-from receiver.models import Event, EventStatus
+from receiver.inbox import inbox_counts, status_counts
+from receiver.models import EventStatus
 from receiver.services import Services, services
 
 if TYPE_CHECKING:
@@ -129,12 +129,12 @@ def serve_worker_metrics(settings: Settings) -> None:
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)
     try:
-        start_http_server(settings.worker_metrics_port, registry=registry)
+        start_http_server(settings.worker_metrics_port, addr=settings.worker_metrics_host, registry=registry)
     except OSError as err:
         # Metrics are not worth a worker that does not start.
         log.error("metrics.port_unavailable port=%s error=%s", settings.worker_metrics_port, err)
         return
-    log.info("metrics.serving port=%s", settings.worker_metrics_port)
+    log.info("metrics.serving host=%s port=%s", settings.worker_metrics_host, settings.worker_metrics_port)
 
 
 def empty_multiproc_dir(path: str) -> None:
@@ -155,14 +155,10 @@ class InboxCollector:
     def collect(self) -> Iterator[Metric]:
         up = GaugeMetricFamily("receiver_dependency_up", "Whether the database and Redis answered this scrape.", labels=["dependency"])
         try:
-            with self.svc.engine.connect() as conn:
-                stmt = select(Event.source, Event.status, func.count()).group_by(Event.source, Event.status)
-                rows = conn.execute(stmt).all()
-                ignored = conn.execute(
-                    select(Event.source, Event.kind, Event.platform, func.count())
-                    .where(Event.status == EventStatus.IGNORED)
-                    .group_by(Event.source, Event.kind, Event.platform)
-                ).all()
+            ttl = self.svc.settings.counts_ttl  # cheap: a scan of the inbox per scrape would not be
+            counts = inbox_counts(self.svc.read_engine, ttl)
+            rows = [(source, status, n) for (source, status), n in status_counts(self.svc.read_engine, ttl).items()]
+            ignored = [(s, kind, platform, n) for (s, status, kind, platform), n in counts.items() if status == EventStatus.IGNORED]
         except SQLAlchemyError as err:
             log.warning("metrics.database_unavailable error=%s", err.__class__.__name__)
             up.add_metric(["database"], 0)

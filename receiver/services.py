@@ -14,7 +14,7 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from receiver.config import Settings
-from receiver.db import make_engine, make_sessionmaker
+from receiver.db import make_engine, make_read_engine, make_sessionmaker
 
 log = logging.getLogger(__name__)
 
@@ -26,10 +26,14 @@ class Services:
     settings: Settings
     engine: Engine = field(init=False)
     Session: sessionmaker[Session] = field(init=False)
+    read_engine: Engine = field(init=False)  # for pages, the API and metrics: never holds up a push
+    ReadSession: sessionmaker[Session] = field(init=False)
 
     def __post_init__(self) -> None:
         self.engine = make_engine(self.settings.database_url, timeout=self.settings.db_timeout)
         self.Session = make_sessionmaker(self.engine)
+        self.read_engine = make_read_engine(self.settings.database_url, self.engine, timeout=self.settings.db_timeout)
+        self.ReadSession = make_sessionmaker(self.read_engine)
 
     @cached_property
     def redis(self) -> redis.Redis:

@@ -178,3 +178,26 @@ def sqlite_engine(url: str, timeout: float) -> Engine:
             raise DBAPIError.instance("BEGIN IMMEDIATE", (), err, sqlite3.Error) from err
 
     return engine
+
+
+def sqlite_read_engine(url: str, timeout: float) -> Engine:
+    """An engine for reads only: no BEGIN IMMEDIATE, no writer flock, a pool of its own.
+
+    In WAL mode a reader sees the last commit and neither waits for a writer nor holds one up; only
+    the writer engine's single connection and lock serialise writes. So /metrics, the admin pages
+    and the API never make a push wait, whatever their queries cost.
+    """
+    engine = create_engine(
+        url,
+        connect_args={"timeout": timeout, "check_same_thread": False},
+        pool_size=2,
+        max_overflow=2,
+        pool_timeout=timeout,
+    )
+
+    @event.listens_for(engine, "connect")
+    def _connect(dbapi_conn: sqlite3.Connection, _record: Any) -> None:
+        dbapi_conn.isolation_level = None  # each SELECT is its own read transaction: nothing held open
+        until_unlocked(lambda: [dbapi_conn.execute(f"PRAGMA {p}") for p in ("query_only=ON", f"busy_timeout={int(timeout * 1000)}")], timeout)
+
+    return engine

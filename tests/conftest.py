@@ -204,6 +204,7 @@ def environ(tmp_path_factory: pytest.TempPathFactory, database_url: str, broker_
         "RECEIVER_SOURCES_FILE": str(path),
         "RECEIVER_NAMESPACE": f"receiver-test-{uuid.uuid4().hex[:8]}",
         "RECEIVER_RETRY_BACKOFF": "0.2",
+        "RECEIVER_COUNTS_TTL": "0",  # tests read counts right after changing them
         "RECEIVER_RETRY_BACKOFF_MAX": "1",
         "RECEIVER_MAX_RETRIES": "3",
         "RECEIVER_COALESCE_WINDOW": "0.3",
@@ -224,6 +225,7 @@ def app(settings: Settings):  # type: ignore[no-untyped-def]
     app = create_app({"SETTINGS": settings, "TESTING": True})
     yield app
     app.extensions["receiver"].engine.dispose()
+    app.extensions["receiver"].read_engine.dispose()
 
 
 @pytest.fixture
@@ -239,6 +241,7 @@ def make_app(app, settings: Settings) -> Iterator[Callable[..., Any]]:  # type: 
     yield build
     for extra in apps:
         extra.extensions["receiver"].engine.dispose()
+        extra.extensions["receiver"].read_engine.dispose()
     # Each app made itself Celery's current and default app, which shared tasks publish through: give it back.
     app.extensions["celery"].set_current()
     app.extensions["celery"].set_default()

@@ -1,0 +1,86 @@
+"""Reads never make a push wait: pages, the API and /metrics read off the writer's path, and cheaply."""
+from __future__ import annotations
+
+import json
+import threading
+import time
+
+import pytest
+from sqlalchemy import text
+
+from receiver.inbox import inbox_counts
+from tests.conftest import API_TOKEN, TOKENS
+from tests.receiver.test_admin import ADMIN
+
+URL = f"/callbacks/demo?token={TOKENS['demo']}"
+ORDER = "2542285634920880794"
+
+
+def push(order_id: str = ORDER, **body: object) -> dict[str, object]:
+    return {"messageType": "ORDER_CREATE", "messageBody": {"orderId": order_id, **body}, "messagePlatform": 1,
+            "timestamp": str(time.time_ns())}
+
+
+def test_a_slow_read_does_not_hold_up_a_push(app, client):
+    svc = app.extensions["receiver"]
+    started, finished = threading.Event(), threading.Event()
+
+    def slow_read() -> None:
+        with svc.read_engine.connect() as conn:
+            if conn.dialect.name == "sqlite":
+                conn.connection.dbapi_connection.create_function("pause", 1, time.sleep)
+                started.set()
+                conn.execute(text("SELECT pause(1.5)"))
+            else:
+                started.set()
+                conn.execute(text("SELECT pg_sleep(1.5)"))
+        finished.set()
+
+    reader = threading.Thread(target=slow_read)
+    reader.start()
+    assert started.wait(5)
+    time.sleep(0.1)
+    began = time.monotonic()
+    assert client.post(URL, json=push()).status_code == 200
+    took = time.monotonic() - began
+    still_reading = not finished.is_set()
+    reader.join()
+    assert still_reading and took < 0.5, f"the push took {took:.2f}s beside a 1.5 s read"
+
+
+def test_the_inbox_counts_are_cached_for_their_ttl(app, client):
+    engine = app.extensions["receiver"].read_engine
+    assert client.post(URL, json=push()).status_code == 200
+    before = inbox_counts(engine, ttl=0)
+    assert sum(before.values()) == 1
+    assert client.post(URL, json=push("2542285634920880795")).status_code == 200
+    assert inbox_counts(engine, ttl=60) == before  # within the ttl: no new scan
+    assert sum(inbox_counts(engine, ttl=0).values()) == 2
+
+
+@pytest.mark.parametrize("url", ["/api/events?page=²", "/api/events?per_page=٣", "/api/events?page=" + "9" * 5000,
+                                 "/admin/?page=²", "/admin/?page=0"])
+def test_a_page_argument_that_is_not_a_plain_number_is_a_400(client, url):
+    headers = ADMIN if url.startswith("/admin") else {"Authorization": f"Bearer {API_TOKEN}"}
+    resp = client.get(url, headers=headers)
+    assert resp.status_code == 400
+
+
+def test_a_large_deep_body_is_shown_raw_and_cut_with_a_download(app, client):
+    deep = "[" * 900 + "]" * 900
+    body = json.dumps(push(deep=json.loads(deep), pad="x" * 700_000)).encode()
+    assert client.post(URL, data=body, content_type="application/json").status_code == 200
+    began = time.monotonic()
+    page = client.get("/admin/events/1", headers=ADMIN)
+    took = time.monotonic() - began
+    html = page.get_data(as_text=True)
+    assert page.status_code == 200 and len(html) < 200_000, f"{len(html)} bytes of HTML in {took:.2f}s"
+    assert "Download the body as received" in html and "cut to its first" in html
+    download = client.get("/admin/events/1/body", headers=ADMIN)
+    assert download.data == body and download.headers["Content-Disposition"].startswith("attachment")
+
+
+def test_a_small_body_is_indented_whole(client):
+    assert client.post(URL, json=push(note="short")).status_code == 200
+    html = client.get("/admin/events/1", headers=ADMIN).get_data(as_text=True)
+    assert '\n  &#34;messageType&#34;: &#34;ORDER_CREATE&#34;' in html and "cut to its first" not in html
