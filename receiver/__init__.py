@@ -20,10 +20,14 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     settings: Settings = test_config.pop("SETTINGS", None) or load_settings(os.environ)
     app.config.from_mapping(
         MAX_CONTENT_LENGTH=settings.max_body_bytes,
+        # Requests for other Host names get 400 (Flask checks them): nothing is built from a forged one.
+        TRUSTED_HOSTS=list(settings.allowed_hosts) or None,
         CELERY=celery_config(settings),
     )
     app.config.update(test_config)
     app.json.sort_keys = False  # type: ignore[attr-defined]
+    # "/admin" serves "/admin/" rather than redirecting to an absolute URL built from the Host header.
+    app.url_map.strict_slashes = False
     logs.configure(settings.log_level, settings.log_format)
     if settings.trusted_proxies:
         # Client addresses for allow-lists come from exactly this many trusted hops, never from a
@@ -32,6 +36,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     app.extensions["receiver"] = Services(settings)
 
     from receiver import admin, api, callbacks, health, metrics
+    from receiver.alerts import RejectionCounter
     from receiver.publisher import Publisher
 
     app.register_blueprint(callbacks.bp)
@@ -41,6 +46,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     app.register_blueprint(admin.bp)
     celery_init_app(app)
     app.extensions["publisher"] = Publisher(app)
+    app.extensions["rejections"] = RejectionCounter(app)
     return app
 
 

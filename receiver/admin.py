@@ -22,6 +22,7 @@ from receiver.args import int_arg
 from receiver.auth import token_matches
 from receiver.errors import BadRequest, NotFound, ReceiverError, Unauthorized
 from receiver.inbox import event_headers, status_counts
+from receiver.logs import loggable
 from receiver.models import Event, EventStatus
 from receiver.orders import find_order
 from receiver.services import services
@@ -247,7 +248,7 @@ def _error_page(status: int, message: str) -> Response:
 
 @bp.errorhandler(ReceiverError)
 def admin_error(err: ReceiverError) -> Response:
-    log.info("%s path=%s", err.event, request.path)
+    log.info("%s path=%s", err.event, loggable(request.path, 200))
     return _error_page(err.status, err.message)
 
 

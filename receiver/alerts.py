@@ -8,8 +8,12 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import queue
 import smtplib
+import threading
 import time
+from collections import Counter
 from datetime import timedelta
 from email.message import EmailMessage
 from typing import Any, Sequence
@@ -92,16 +96,59 @@ def order_alerts(svc: Services, source: str, order_id: str, currency: str, chang
     return [a for a in raised if a is not None]
 
 
-def note_rejection(svc: Services, source: str) -> None:
-    """Count a refused push; the push_rejections alert fires when a source's minute crosses the rule."""
-    key = svc.key("rejections", source, str(int(time.time() // 60)))
+def note_rejections(svc: Services, source: str, minute: int, refused: int) -> None:
+    """Count `refused` pushes of one minute; the push_rejections alert fires when the minute crosses the rule."""
+    key = svc.key("rejections", source, str(minute))
     try:
-        count, _ = svc.redis.pipeline().incr(key).expire(key, 120).execute()
+        count, _ = svc.redis.pipeline().incrby(key, refused).expire(key, 120).execute()
     except RedisError:
         return
-    if count == int(svc.settings.alerts.rules["push_rejections"].threshold):
+    threshold = int(svc.settings.alerts.rules["push_rejections"].threshold)
+    if count - refused < threshold <= count:
         title = f"{count} refused pushes for {source} within a minute: a misconfigured provider, or an attack"
         raise_alert(svc, "push_rejections", source, title, {"count": count}, source)
+
+
+class RejectionCounter:
+    """One per web process: refused pushes are counted on Redis by a thread, never in the request,
+    so a hanging Redis cannot slow a flood of refusals into starving the pushes we take."""
+
+    MAX_PENDING = 100_000  # past this many uncounted refusals, more are dropped: the alert has fired
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+        self.pending: queue.Queue[tuple[str, int]] = queue.Queue(self.MAX_PENDING)
+        self.pid: int | None = None
+        self.lock = threading.Lock()
+
+    def note(self, source: str) -> None:
+        """Count one refused push of `source`; never blocks, never raises."""
+        if self.pid != os.getpid():  # first use in this process (gunicorn forks after import)
+            with self.lock:
+                if self.pid != os.getpid():
+                    self.pending = queue.Queue(self.MAX_PENDING)
+                    threading.Thread(target=self._run, name="rejections", daemon=True).start()
+                    self.pid = os.getpid()
+        try:
+            self.pending.put_nowait((source, int(time.time() // 60)))
+        except queue.Full:
+            pass
+
+    def _run(self) -> None:
+        while True:
+            batch = [self.pending.get()]
+            while True:
+                try:
+                    batch.append(self.pending.get_nowait())
+                except queue.Empty:
+                    break
+            with self.app.app_context():
+                svc = self.app.extensions["receiver"]
+                for (source, minute), refused in Counter(batch).items():
+                    try:
+                        note_rejections(svc, source, minute, refused)
+                    except Exception:  # noqa: BLE001 - the thread must live on
+                        log.exception("alert.rejections_uncounted source=%s", source)
 
 
 def sinks(alerts: AlertSettings) -> list[str]:

@@ -12,6 +12,7 @@ from receiver.args import int_arg
 from receiver.auth import check_bearer
 from receiver.errors import BadRequest, NotFound, ReceiverError
 from receiver.inbox import status_counts
+from receiver.logs import loggable
 from receiver.models import Event, EventStatus
 from receiver.orders import find_order, order_json
 from receiver.services import services
@@ -76,7 +77,7 @@ def list_events() -> Response:
 
 @bp.errorhandler(ReceiverError)
 def api_error(err: ReceiverError) -> tuple[Response, int]:
-    log.info("%s path=%s", err.event, request.path)
+    log.info("%s path=%s", err.event, loggable(request.path, 200))
     return jsonify(error=err.message), err.status
 
 

@@ -26,6 +26,7 @@ from receiver.errors import (
     UnknownSource,
 )
 from receiver.inbox import Stored, spend_nonce, store_push
+from receiver.logs import loggable
 from receiver.providers import Push, PushAuth, RawPush, family_for
 from receiver.services import Services
 
@@ -37,7 +38,7 @@ def find_source(svc: Services, name: str) -> Source:
     """The configured source of that name, or UnknownSource."""
     source = svc.settings.sources.get(name)
     if source is None:
-        raise UnknownSource(f"no source named {name!r}")
+        raise UnknownSource(f"no source named '{loggable(name)}'")
     return source
 
 

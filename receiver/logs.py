@@ -16,6 +16,14 @@ CONTEXT_KEYS = ("source", "event_id", "order_id")
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
 
 
+def loggable(text: str, limit: int = 64) -> str:
+    """Text a client chose (a path, a source name), made safe for a log line: control characters
+    escaped, so that it cannot start a line of its own, and cut to `limit` characters."""
+    cut = text[:limit]
+    safe = "".join(ch if ch.isprintable() else ch.encode("unicode_escape").decode("ascii") for ch in cut)
+    return safe + ("…" if len(text) > limit else "")
+
+
 @contextmanager
 def bound(**values: Any) -> Iterator[None]:
     """Add `values` to every log line written inside the block, then restore what was bound before."""
@@ -49,7 +57,8 @@ class TextFormatter(logging.Formatter):
     """The classic one-line format, with the bound values appended as key=value."""
 
     def formatMessage(self, record: logging.LogRecord) -> str:  # noqa: N802 - the stdlib's name
-        line = super().formatMessage(record)
+        # One record, one line, whatever a message holds (a traceback follows it on lines of its own).
+        line = super().formatMessage(record).replace("\r", "\\r").replace("\n", "\\n")
         context = " ".join(f"{k}={getattr(record, k)}" for k in CONTEXT_KEYS if hasattr(record, k))
         return f"{line} [{context}]" if context else line
 

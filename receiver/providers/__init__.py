@@ -6,6 +6,7 @@ outside this package knows a provider's field names.
 """
 from __future__ import annotations
 
+import unicodedata
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import cache
@@ -151,6 +152,24 @@ def _families() -> dict[str, Family]:
     from receiver.providers import dajisaas, xportcn
 
     return {f.name: f for f in (xportcn.FAMILY, dajisaas.FAMILY)}
+
+
+def has_control(text: str) -> bool:
+    """Whether `text` holds a control, format or line-separator character (NUL, newline, escape, U+2028…).
+
+    No provider id or message type has one; in our columns, logs and pages they are trouble (a NUL
+    is refused by PostgreSQL, a newline forges a log line), so a push carrying one is malformed.
+    """
+    return any(unicodedata.category(ch) in CONTROL_CATEGORIES for ch in text)
+
+
+CONTROL_CATEGORIES = frozenset({"Cc", "Cf", "Zl", "Zp"})
+
+
+def plain_text(value: str) -> None:
+    """A marshmallow validator: no control characters (see `has_control`)."""
+    if has_control(value):
+        raise ValidationError("must not contain control characters")
 
 
 def first_field(err: ValidationError, default: str) -> str:

@@ -32,7 +32,9 @@ from receiver.providers import (
     RawPush,
     answer_data,
     first_field,
+    has_control,
     order_records,
+    plain_text,
     post_json,
 )
 from receiver.providers.alibaba import PLATFORM, order_snapshot, record_id, text_id
@@ -256,6 +258,7 @@ class _TextId(fields.Field):
         text = text_id(value)
         if text is None or len(text) > MAX_ID_LENGTH:
             raise ValidationError(f"must be a number or a non-empty string of at most {MAX_ID_LENGTH} characters")
+        plain_text(text)
         return text
 
 
@@ -266,7 +269,7 @@ class MessageSchema(Schema):
         unknown = EXCLUDE
 
     msgId = _TextId(required=True)
-    type = fields.String(required=True, validate=validate.Length(min=1, max=128))
+    type = fields.String(required=True, validate=[validate.Length(min=1, max=128), plain_text])
     data = fields.Dict(keys=fields.String(), load_default=None, allow_none=True)
 
 
@@ -340,8 +343,8 @@ def _trade_push(source: Source, data: dict[str, Any]) -> Push:
     msg = _load(MESSAGE, data)
     listed = msg["type"] in TOPIC_KINDS
     order_id = message_order_id(msg["data"] or {})
-    if order_id is not None and len(order_id) > MAX_ID_LENGTH:
-        raise MalformedPush("message orderId is too long", field=f"{MESSAGE_FIELD}.data.{ORDER_ID_KEY}")
+    if order_id is not None and (len(order_id) > MAX_ID_LENGTH or has_control(order_id)):
+        raise MalformedPush("message orderId is too long or holds a control character", field=f"{MESSAGE_FIELD}.data.{ORDER_ID_KEY}")
     if listed and order_id is None:
         raise MalformedPush("message data has no orderId", field=f"{MESSAGE_FIELD}.data.{ORDER_ID_KEY}")
     return Push(
@@ -359,8 +362,8 @@ def _taobao_push(source: Source, data: dict[str, Any]) -> Push:
     body = msg["data"] or {}
     name, kind = TAOBAO_TYPES.get(msg["message_type"], (f"TAOBAO_MESSAGE_{msg['message_type']}", "other"))
     purchase_id = next((t for k in TAOBAO_ID_KEYS if (t := text_id(body.get(k))) is not None), None)
-    if purchase_id is not None and len(purchase_id) > MAX_ID_LENGTH:
-        raise MalformedPush("message purchase id is too long", field=f"{MESSAGE_FIELD}.data.{TAOBAO_ID_KEYS[0]}")
+    if purchase_id is not None and (len(purchase_id) > MAX_ID_LENGTH or has_control(purchase_id)):
+        raise MalformedPush("message purchase id is too long or holds a control character", field=f"{MESSAGE_FIELD}.data.{TAOBAO_ID_KEYS[0]}")
     kept = {k: str(body[k])[:MAX_ID_LENGTH] for k in TAOBAO_KEPT_KEYS if body.get(k) not in (None, "")}
     if msg["site"]:
         kept["site"] = msg["site"]

@@ -32,7 +32,9 @@ from receiver.providers import (
     answer_data,
     as_int,
     first_field,
+    has_control,
     order_records,
+    plain_text,
     request_json,
 )
 
@@ -242,7 +244,7 @@ class EnvelopeSchema(Schema):
     class Meta:
         unknown = EXCLUDE
 
-    messageType = fields.String(required=True, validate=validate.Length(min=1, max=128))
+    messageType = fields.String(required=True, validate=[validate.Length(min=1, max=128), plain_text])
     messageBody = _MessageBody(required=True)
     messagePlatform = fields.Integer(required=True, strict=True, validate=validate.OneOf(sorted(PLATFORMS)))
     timestamp = _DigitString(required=True)
@@ -288,6 +290,8 @@ def body_ids(shape: str, platform: str, body: Mapping[str, Any]) -> dict[str, st
                 continue
             if len(value) > MAX_ID_LENGTH:
                 raise MalformedPush(f"{where}{key} is longer than {MAX_ID_LENGTH} characters", field=f"{where}{key}")
+            if has_control(value):
+                raise MalformedPush(f"{where}{key} holds a control character", field=f"{where}{key}")
             found[name] = value
 
     if shape == "model":
