@@ -92,12 +92,22 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "beat_schedule": {
             "sweep-inbox": {"task": "workers.tasks.sweep_inbox", "schedule": settings.sweep_interval},
             "check-backlog": {"task": "workers.tasks.check_backlog", "schedule": 60.0},
+            "purge-events": {"task": "workers.tasks.purge_events", "schedule": 3600.0},
             # One reconciliation per source; the window (default 24 h) is far longer than the
             # interval (default 1 h), so consecutive runs overlap and a missed run loses nothing.
             **{
                 f"reconcile-{name}": {
                     "task": "workers.tasks.reconcile_source",
                     "schedule": settings.reconcile_interval,
+                    "args": (name,),
+                }
+                for name in settings.sources
+            },
+            # Open orders with no news: what neither a lost push nor the creation-time window repairs.
+            **{
+                f"refresh-open-{name}": {
+                    "task": "workers.tasks.refresh_open_orders",
+                    "schedule": min(settings.refresh_open_after / 4, 900.0),
                     "args": (name,),
                 }
                 for name in settings.sources

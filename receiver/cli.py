@@ -6,6 +6,7 @@ import os
 import sys
 import time
 from contextlib import contextmanager
+from datetime import datetime, timedelta, timezone
 from typing import Any, Iterator
 from urllib.parse import urlsplit
 
@@ -182,37 +183,63 @@ def events_show(event_id: int) -> None:
         click.echo(f"{'body':>14}: {e.body.decode('utf-8', 'replace')}")
 
 
+class When(click.ParamType):
+    """A moment: a date or time (UTC), or how long ago: 90s, 30m, 6h, 1d, 7d."""
+
+    name = "when"
+    UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> datetime:
+        if isinstance(value, datetime):
+            return value
+        text = str(value).strip()
+        if len(text) > 1 and text[-1] in self.UNITS and text[:-1].isascii() and text[:-1].isdigit():
+            return datetime.now(timezone.utc) - timedelta(seconds=int(text[:-1]) * self.UNITS[text[-1]])
+        moment = click.DateTime().convert(text, param, ctx)
+        return moment.replace(tzinfo=timezone.utc)
+
+
+WHEN = When()
+
+
 @events.command("replay")
 @click.argument("event_ids", type=int, nargs=-1)
 @click.option("--status", type=click.Choice(["dead", "failed", "received", "queued"]), help="Replay every event in this status.")
 @click.option("--source", help="Only this source's events (with --status).")
-@click.option("--since", type=click.DateTime(), help="Only events received since (UTC; with --status).")
-def events_replay(event_ids: tuple[int, ...], status: str | None, source: str | None, since) -> None:  # type: ignore[no-untyped-def]
+@click.option("--since", type=WHEN, help="Only events received since: a UTC date, or 6h, 1d, 7d ago (with --status).")
+def events_replay(event_ids: tuple[int, ...], status: str | None, source: str | None, since: datetime | None) -> None:
     """Put events back through the pipeline: by id, or all of a status (dead, usually)."""
-    from datetime import timezone
-
     from receiver.services import services
     from workers import pipeline, tasks
 
     if bool(event_ids) == bool(status):
         raise click.UsageError("give event ids, or --status (with optional --source and --since)")
     with _app() as app, app.app_context():
-        ids = list(event_ids) or pipeline.select_for_replay(
-            services(), status, source, since.replace(tzinfo=timezone.utc) if since else None
-        )
+        ids = list(event_ids) or pipeline.select_for_replay(services(), status, source, since)
         queued = tasks.replay(ids)
     click.echo(f"replayed {queued} of {len(ids)} event(s)")
     if ids and queued < len(ids):
         sys.exit(1)
 
 
+@events.command("purge")
+@click.option("--status", type=click.Choice(["dead", "processed", "ignored"]), required=True)
+@click.option("--before", type=WHEN, required=True, help="Events received before: a UTC date, or 30d ago.")
+@click.option("--source", help="Only this source's events.")
+def events_purge(status: str, before: datetime, source: str | None) -> None:
+    """Delete events for good (dead ones stay until replayed or purged here); order history stays."""
+    from receiver.inbox import purge_events
+
+    with _app() as app:
+        deleted = purge_events(app.extensions["receiver"].engine, (status,), before, source, budget=float("inf"))
+    click.echo(f"deleted {deleted} {status} event(s) received before {before:%Y-%m-%d %H:%M:%S} UTC")
+
+
 @main.command()
 @click.option("--source", "source_name", required=True)
-@click.option("--since", type=click.DateTime(), help="Start of the window (UTC; default: RECEIVER_RECONCILE_WINDOW ago).")
-def reconcile(source_name: str, since) -> None:  # type: ignore[no-untyped-def]
+@click.option("--since", type=WHEN, help="Start of the window: a UTC date, or 6h, 1d, 7d ago (default: RECEIVER_RECONCILE_WINDOW ago).")
+def reconcile(source_name: str, since: datetime | None) -> None:
     """Compare a source's recent orders with ours now, and repair what differs."""
-    from datetime import datetime, timedelta, timezone
-
     from receiver.services import services
     from workers import pipeline
 
@@ -222,7 +249,7 @@ def reconcile(source_name: str, since) -> None:  # type: ignore[no-untyped-def]
         if source is None:
             raise click.ClickException(f"no source {source_name!r} in {svc.settings.sources_file}")
         until = datetime.now(timezone.utc)
-        start = since.replace(tzinfo=timezone.utc) if since else until - timedelta(seconds=svc.settings.reconcile_window)
+        start = since or until - timedelta(seconds=svc.settings.reconcile_window)
         click.echo(f"reconciling {source_name} from {start:%Y-%m-%d %H:%M:%S} to {until:%Y-%m-%d %H:%M:%S} UTC")
         report = pipeline.reconcile(
             svc, source, start, until,

@@ -185,3 +185,24 @@ def status_counts(read_engine: Engine, ttl: float) -> dict[tuple[str, str], int]
     for (source, status, _, _), n in inbox_counts(read_engine, ttl).items():
         totals[source, status] = totals.get((source, status), 0) + n
     return totals
+
+
+PURGE_BATCH = 1000
+
+
+def purge_events(engine: Engine, statuses: tuple[str, ...], before: datetime, source: str | None = None, budget: float = 30.0) -> int:
+    """Delete events in `statuses` received before `before`, a batch at a time so that no transaction
+    holds the writer long; stop after `budget` seconds (the next run goes on). Return how many went."""
+    deleted, deadline = 0, time.monotonic() + budget
+    scope = select(Event.id).where(Event.status.in_(statuses), Event.received_at < before)
+    if source:
+        scope = scope.where(Event.source == source)
+    while time.monotonic() < deadline:
+        with engine.begin() as conn:
+            ids = list(conn.scalars(scope.order_by(Event.received_at).limit(PURGE_BATCH)))
+            if ids:
+                conn.execute(delete(Event).where(Event.id.in_(ids)))
+        deleted += len(ids)
+        if len(ids) < PURGE_BATCH:
+            break
+    return deleted

@@ -122,6 +122,7 @@ class Order(Base):
         UniqueConstraint("source", "provider_order_id"),
         Index("ix_orders_source_order_no", "source", "order_no"),
         Index("ix_orders_source_purchase_id", "source", "purchase_id"),
+        Index("ix_orders_source_status_fetched_at", "source", "status", "fetched_at"),
     )
 
     id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)

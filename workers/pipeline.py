@@ -22,7 +22,7 @@ from receiver import alerts, metrics
 from receiver.config import Source
 from receiver.errors import ProviderError, TransientProviderError
 from receiver.inbox import raw_push
-from receiver.models import Event, EventStatus, utcnow
+from receiver.models import Event, EventStatus, Order, utcnow
 from receiver.orders import Change, apply_snapshot
 from receiver.providers import OrderRef, family_for
 from receiver.ratelimit import RateLimiter
@@ -249,6 +249,24 @@ def select_for_replay(svc: Services, status: str, source: str | None, since: dat
         stmt = stmt.where(Event.received_at >= since)
     with svc.engine.connect() as conn:
         return list(conn.scalars(stmt.order_by(Event.id)))
+
+
+FINAL_STATUSES = ("completed", "cancelled", "closed")
+
+
+def stale_open_orders(svc: Services, source: str, limit: int) -> list[Order]:
+    """Orders not in a final state whose last re-fetch is older than RECEIVER_REFRESH_OPEN_AFTER,
+    oldest first: what a lost push (and a reconciliation window that no longer covers an old order)
+    would leave wrong for ever."""
+    older = utcnow() - timedelta(seconds=svc.settings.refresh_open_after)
+    stmt = (
+        select(Order)
+        .where(Order.source == source, Order.status.not_in(FINAL_STATUSES), Order.fetched_at < older)
+        .order_by(Order.fetched_at)
+        .limit(limit)
+    )
+    with svc.Session() as session:
+        return list(session.scalars(stmt))
 
 
 @dataclass

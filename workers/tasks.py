@@ -9,11 +9,11 @@ from flask import current_app
 from kombu.exceptions import OperationalError as BrokerError
 from redis.exceptions import RedisError
 
-from receiver import alerts, logs
+from receiver import alerts, inbox, logs
 from receiver.errors import TransientProviderError
 from receiver.inbox import forget_nonces, mark_queued
-from receiver.models import utcnow
-from receiver.providers import OrderRef
+from receiver.models import EventStatus, utcnow
+from receiver.providers import OrderRef, family_for
 from receiver.services import services
 from workers import pipeline
 
@@ -125,6 +125,43 @@ def enqueue(event_id: int) -> bool:
         log.warning("events.enqueue_failed event=%s error=%s", event_id, err.__class__.__name__)
         return False
     return True
+
+
+@shared_task(name="workers.tasks.purge_events")
+def purge_events() -> int:
+    """Delete processed and ignored events past RECEIVER_RETENTION_DAYS; dead ones stay until replayed
+    or purged by hand, and order history is never deleted."""
+    svc = services()
+    before = utcnow() - timedelta(days=svc.settings.retention_days)
+    deleted = inbox.purge_events(svc.engine, (EventStatus.PROCESSED, EventStatus.IGNORED), before)
+    forget_nonces(svc.engine, svc.settings.timestamp_window)
+    if deleted:
+        log.info("events.purged count=%s before=%s", deleted, before.isoformat())
+    return deleted
+
+
+@shared_task(name="workers.tasks.refresh_open_orders")
+def refresh_open_orders(source: str) -> int:
+    """Re-fetch a source's open orders that had no news for RECEIVER_REFRESH_OPEN_AFTER, oldest first,
+    at most a minute's worth of its rate limit per run (pushes keep the rest)."""
+    svc = services()
+    src = svc.settings.sources.get(source)
+    if src is None:
+        return 0
+    family = family_for(src.family)
+    scheduled = 0
+    for order in pipeline.stale_open_orders(svc, source, limit=max(1, int(src.rate_limit * 60))):
+        ref = family.held_order_ref(order.platform, order.provider_order_id, order.order_no, order.purchase_id)
+        if ref is None:
+            continue
+        wanted = pipeline.Wanted(source, ref)
+        countdown = pipeline.claim_refetch(svc, wanted)
+        if countdown is not None:  # else one is already on its way
+            refetch_order.apply_async((source, ref.platform, ref.order_id, dict(ref.lookup)), countdown=countdown)
+            scheduled += 1
+    if scheduled:
+        log.info("orders.refresh_scheduled source=%s count=%s", source, scheduled)
+    return scheduled
 
 
 @shared_task(name="workers.tasks.reconcile_source")

@@ -140,6 +140,9 @@ class Family(Protocol):
     def ping(self, http: requests.Session, source: Source) -> str:
         """Make the cheapest signed read (order list, page 1, size 1); a short OK text, or raise ProviderError."""
 
+    def held_order_ref(self, platform: str, provider_order_id: str, order_no: str | None, purchase_id: str | None) -> OrderRef | None:
+        """How to re-fetch an order we hold, with no push to go by; None when the family cannot."""
+
 
 def family_for(name: str) -> Family:
     """The family module registered under `name`; KeyError when there is none."""

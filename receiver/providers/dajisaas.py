@@ -432,6 +432,10 @@ class DajisaasFamily:
             snap = replace(snap, provider_order_id=ref.order_id)
         return [snap]
 
+    def held_order_ref(self, platform: str, provider_order_id: str, order_no: str | None, purchase_id: str | None) -> OrderRef | None:
+        """A held 1688 order by its order id; a Taobao one cannot be asked for (no documented query)."""
+        return OrderRef(PLATFORM, provider_order_id) if platform == PLATFORM else None
+
     def ping(self, http: requests.Session, source: Source) -> str:
         """The cheapest signed read, one record of the buyer order list: proves the keys and the URL."""
         page = _call(http, source, ORDER_LIST_PATH, {"page": 1, "pageSize": 1})

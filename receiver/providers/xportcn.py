@@ -396,6 +396,11 @@ class XportcnFamily:
         refunds = _taobao_refunds(http, source, found, ref.lookup.get("refundId"))
         return [_taobao_order(r, refunds) for r in found]
 
+    def held_order_ref(self, platform: str, provider_order_id: str, order_no: str | None, purchase_id: str | None) -> OrderRef | None:
+        """A held order by the ids we keep: the 1688 order number, or the Taobao purchase id."""
+        key = "tbOrderId" if platform == "1688" else "purchaseId"
+        return OrderRef(platform, provider_order_id, {key: provider_order_id, **({"orderNo": order_no} if order_no else {})})
+
     def ping(self, http: requests.Session, source: Source) -> str:
         """The cheapest signed read, one record of the 1688 order list: proves the keys and the URL."""
         path = PORTALS[source.credentials["portal"]]["alibaba_order_page"]
