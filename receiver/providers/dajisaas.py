@@ -37,7 +37,7 @@ from receiver.providers import (
     plain_text,
     post_json,
 )
-from receiver.providers.alibaba import PLATFORM, order_snapshot, record_id, text_id
+from receiver.providers.alibaba import PLATFORM, TOPIC_KINDS, order_snapshot, record_id, text_id
 
 if TYPE_CHECKING:
     import requests
@@ -78,28 +78,6 @@ SCRUBBED = "***"
 FORM_CONTENT_TYPE = "application/x-www-form-urlencoded"
 MESSAGE_FIELD = "message"
 SIGNATURE_FIELD = "_dj_signature"
-# 1688's buyer-view trade topics (PUBLISHED-DOCS 2a, from the open.1688.com topic list) and the kind
-# of change each announces. Every one is re-fetched: the message is a hint, the order is the truth.
-TOPIC_KINDS = {
-    "ORDER_BUYER_VIEW_BUYER_MAKE": "status",
-    "ORDER_BUYER_VIEW_ORDER_PRICE_MODIFY": "price",
-    "ORDER_BUYER_VIEW_ORDER_PAY": "status",
-    "ORDER_BATCH_PAY": "status",
-    "ORDER_BUYER_VIEW_ORDER_STEP_PAY": "status",
-    "ORDER_BUYER_VIEW_ANNOUNCE_SENDGOODS": "status",
-    "ORDER_BUYER_VIEW_PART_PART_SENDGOODS": "status",
-    "ORDER_BUYER_VIEW_ORDER_COMFIRM_RECEIVEGOODS": "status",  # sic
-    "ORDER_BUYER_VIEW_ORDER_SUCCESS": "status",
-    "ORDER_BUYER_VIEW_ORDER_BUYER_CLOSE": "status",
-    "ORDER_BUYER_VIEW_ORDER_SELLER_CLOSE": "status",
-    "ORDER_BUYER_VIEW_ORDER_BOPS_CLOSE": "status",
-    "ORDER_BUYER_VIEW_ORDER_BUYER_REFUND_IN_SALES": "refund",
-    "ORDER_BUYER_VIEW_ORDER_REFUND_AFTER_SALES": "refund",
-    "ORDER_BUYER_VIEW_MODIFY_MEMO": "other",
-    "ORDER_BUYER_VIEW_ORDER_SELLER_MODIFY_ADRESS": "other",  # sic
-    "LOGISTICS_BUYER_VIEW_TRACE": "logistics",
-    "LOGISTICS_MAIL_NO_CHANGE": "logistics",
-}
 # A type outside the list that still names an order is re-fetched all the same, as this kind.
 UNLISTED_KIND = "other"
 ORDER_ID_KEY = "orderId"

@@ -108,8 +108,8 @@ MESSAGE_KINDS = {
     "ORDER_BUYER_VIEW_ORDER_BUYER_REFUND": "refund",
 }
 PLATFORM_TYPE_PREFIXES = ("1688_", "TAOBAO_")
-# Types the docs do not list (the status pages were not readable; 1688's own topic names may come
-# through): their kind, for metrics and alerts, by the first word of this list their name holds.
+# Types neither the docs nor 1688's topic list name (the status pages were not readable): their
+# kind, for metrics and alerts, by the first word of this list their name holds.
 # Whatever the kind, a push that names an order is re-fetched.
 INFERRED_KIND_WORDS = (("PRICE", "price"), ("REFUND", "refund"), ("LOGISTICS", "logistics"), ("SENDGOODS", "logistics"), ("ORDER", "status"))
 # The retries of a push (every 30 minutes, 5 times) come with the headers of the first delivery, so a
@@ -266,9 +266,8 @@ def base_type(message_type: str) -> str:
 def message_kind(message_type: str) -> str:
     """The kind (price / status / refund / logistics / other) of a message type, prefixed or not."""
     name = base_type(message_type)
-    if name in MESSAGE_KINDS:
-        return MESSAGE_KINDS[name]
-    return next((kind for word, kind in INFERRED_KIND_WORDS if word in name), "other")
+    known = MESSAGE_KINDS.get(name) or alibaba.TOPIC_KINDS.get(name)
+    return known or next((kind for word, kind in INFERRED_KIND_WORDS if word in name), "other")
 
 
 def body_shape(body: Mapping[str, Any]) -> str:

@@ -109,11 +109,13 @@ TAOBAO_BODY = {"salesOrderId": "1192794693444829414", "purchaseOrderPriceDTO": {
         ("1688_ORDER_BUYER_VIEW_ORDER_PRICE_MODIFY", MODEL, 1, "price", "3305075341149134260", {"tbOrderId": "3305075341149134260"}),
         ("TAOBAO_ORDER_BUYER_VIEW_ORDER_PRICE_MODIFY", TAOBAO_BODY, 0, "price", "1192794693444829414",
          {"orderNo": "1192794693444829414", "outerPurchaseId": "2429360295718939689"}),
-        ("ORDER_BUYER_VIEW_ANNOUNCE_SENDGOODS", {"orderNo": "PO202605200001"}, 1, "logistics", "PO202605200001",
+        ("ORDER_BUYER_VIEW_ANNOUNCE_SENDGOODS", {"orderNo": "PO202605200001"}, 1, "status", "PO202605200001",
          {"orderNo": "PO202605200001"}),
         ("ORDER_PAY_SUCCESS", {"purchaseId": 200058578338}, 0, "status", "200058578338", {"purchaseId": "200058578338"}),
+        ("TAOBAO_LOGISTICS_UPDATE", {"purchaseId": 200058578338}, 0, "logistics", "200058578338", {"purchaseId": "200058578338"}),
     ],
-    ids=["summary", "summary refund", "1688 model", "taobao", "unknown type, order no only", "taobao summary"],
+    ids=["summary", "summary refund", "1688 model", "taobao", "1688 topic, order no only", "taobao summary",
+         "unknown type"],
 )
 def test_each_documented_shape_names_its_order_by_the_ids_it_carries(
     message_type: str, body: Any, platform: int, kind: str, order_id: str, lookup: dict[str, str]
