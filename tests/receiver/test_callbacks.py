@@ -270,3 +270,10 @@ def test_allow_list_refuses_other_addresses(settings, make_app):
     client = make_app(sources={**settings.sources, "demo": demo}).test_client()
     assert client.post(URL, json=envelope(), environ_base={"REMOTE_ADDR": "198.51.100.7"}).status_code == 401
     assert client.post(URL, json=envelope(), environ_base={"REMOTE_ADDR": "203.0.113.9"}).status_code == 200
+
+
+@pytest.mark.parametrize("url", ["/callbacks/demo", "/callbacks/demo?token=wrong-token-0123456789"])
+def test_a_signed_push_still_needs_the_url_token(app, client, url):
+    resp = client.post(url, json=envelope(), headers=signed())
+    assert resp.status_code == 401 and "token" in resp.json["error"]
+    assert stored_events(app) == []

@@ -116,3 +116,15 @@ def test_unknown_rule_in_config_is_named(tmp_path):
                     f'user_id = "c"\ncallback_token = "{TOKENS["demo"]}"\n[alerts.rules.weather]\nenabled = true\n')
     with pytest.raises(ConfigError, match="alerts.rules"):
         load_settings({"RECEIVER_SOURCES_FILE": str(path)})
+
+
+def test_the_same_incident_raises_again_after_its_dedupe_window(app, make_app):
+    settings = app.extensions["receiver"].settings
+    short = make_app(alerts=dataclasses.replace(settings.alerts, dedupe_window=1))
+    with short.app_context():
+        svc = short.extensions["receiver"]
+        time.sleep(1 - time.time() % 1 + 0.01)  # the start of a window
+        first = alerts.raise_alert(svc, "refund", "demo:1:515", "t", {})
+        assert first is not None and alerts.raise_alert(svc, "refund", "demo:1:515", "t", {}) is None
+        time.sleep(1.05)
+        assert alerts.raise_alert(svc, "refund", "demo:1:515", "t", {}) not in (None, first)

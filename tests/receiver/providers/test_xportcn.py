@@ -288,3 +288,39 @@ def test_the_loopback_provider_ignores_undocumented_filters_and_caps_pages(box: 
     assert (code, answer["total"], len(answer["data"])) == (200, 31, 20)  # PandaPon's page has no orderNo filter
     code, answer = provider.handle("/alibaba/order/page", {**signed, "signature": "0" * 32}, b"{}")
     assert answer["code"] == 401
+
+
+# --- the order mappings, on the docs' own records ------------------------------------------------
+@pytest.mark.parametrize(
+    ("code", "status"),
+    [(12, "awaiting_payment"), (0, "awaiting_payment"), (1, "awaiting_payment"), (2, "awaiting_payment"),
+     (3, "awaiting_payment"), (5, "awaiting_payment"), (10, "awaiting_shipment"), (11, "shipped"), (4, "closed"), (9, "other"),
+     (77, "other")],
+)
+def test_taobao_purchase_statuses_as_documented(code: int, status: str) -> None:
+    record = XportcnProvider(**CREDS).order(TAOBAO)
+    record["status"] = code
+    snap = spec._taobao_order(record, {})
+    assert (snap.status, snap.raw_status) == (status, str(code))
+
+
+def test_a_taobao_purchase_maps_in_fen_with_its_ids() -> None:
+    record = XportcnProvider(**CREDS).order(TAOBAO)  # 000's record: 2 x 29.90 yuan, 3.50 shipping, in fen
+    snap = spec._taobao_order(record, {})
+    assert (snap.provider_order_id, snap.purchase_id, snap.order_no) == (TAOBAO, TAOBAO, "1192794693444829414")
+    assert (snap.product_amount, snap.shipping_fee, snap.total_amount, snap.discount) == (5980, 350, 6330, 0)
+    (line,) = snap.lines
+    assert (line.line_id, line.quantity, line.price, line.amount, line.sku_id) == ("1192794699010671091", 2, 2990, 5980, "23179458212196")
+
+
+@pytest.mark.parametrize(
+    ("code", "raw"), [(1, "waitbuyerpay"), (2, "waitsellersend"), (3, "waitbuyerreceive"), (4, "confirm_goods"),
+                      (5, "success"), (6, "cancel"), (7, "terminated"), (8, "8")],
+)
+def test_a_1688_page_record_maps_with_1688s_status_names(code: int, raw: str) -> None:
+    record = XportcnProvider(**CREDS).order(ALIBABA)
+    record["orderStatus"] = code
+    snap = spec._alibaba_order(record)
+    assert snap.raw_status == raw
+    assert (snap.provider_order_id, snap.order_no) == (ALIBABA, "1232742280398373686")  # never the row's own `id`
+    assert (snap.product_amount, snap.shipping_fee, snap.total_amount) == (22599, 745, 23344)
