@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import threading
 import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -163,20 +164,25 @@ def raw_push(event: Event) -> RawPush:
 # The inbox's counts by source and status may be a few seconds old (RECEIVER_COUNTS_TTL): counting a
 # large inbox costs a scan, and /metrics and the admin pages ask for them on every view.
 _counts: dict[int, tuple[float, dict[tuple[str, str, str, str | None], int]]] = {}
+_counting = threading.Lock()  # one scan at a time when the cache runs out, not one per thread
 
 
 def inbox_counts(read_engine: Engine, ttl: float) -> dict[tuple[str, str, str, str | None], int]:
     """Events by (source, status, kind, platform), at most `ttl` seconds old, read off the writer's path."""
-    now = time.monotonic()
     cached = _counts.get(id(read_engine))
-    if cached is not None and now - cached[0] < ttl:
+    if cached is not None and time.monotonic() - cached[0] < ttl:
         return cached[1]
-    columns = (Event.source, Event.status, Event.kind, Event.platform)
-    with read_engine.connect() as conn:
-        rows = conn.execute(select(*columns, func.count()).group_by(*columns)).all()
-    counts = {(source, status, kind, platform): n for source, status, kind, platform, n in rows}
-    _counts[id(read_engine)] = (now, counts)
-    return counts
+    with _counting:
+        cached = _counts.get(id(read_engine))
+        if cached is not None and time.monotonic() - cached[0] < ttl:  # another thread just counted
+            return cached[1]
+        now = time.monotonic()
+        columns = (Event.source, Event.status, Event.kind, Event.platform)
+        with read_engine.connect() as conn:
+            rows = conn.execute(select(*columns, func.count()).group_by(*columns)).all()
+        counts = {(source, status, kind, platform): n for source, status, kind, platform, n in rows}
+        _counts[id(read_engine)] = (now, counts)
+        return counts
 
 
 def status_counts(read_engine: Engine, ttl: float) -> dict[tuple[str, str], int]:
@@ -190,19 +196,22 @@ def status_counts(read_engine: Engine, ttl: float) -> dict[tuple[str, str], int]
 PURGE_BATCH = 1000
 
 
+PURGE_PAUSE = 0.05  # seconds between batches: pushes get the writer in between
+
+
 def purge_events(engine: Engine, statuses: tuple[str, ...], before: datetime, source: str | None = None, budget: float = 30.0) -> int:
-    """Delete events in `statuses` received before `before`, a batch at a time so that no transaction
-    holds the writer long; stop after `budget` seconds (the next run goes on). Return how many went."""
+    """Delete events in `statuses` untouched since `before` (a replayed one counts from its replay), a
+    batch at a time so that no transaction holds the writer long; stop after `budget` seconds (the
+    next run goes on). Return how many went."""
     deleted, deadline = 0, time.monotonic() + budget
-    scope = select(Event.id).where(Event.status.in_(statuses), Event.received_at < before)
-    if source:
-        scope = scope.where(Event.source == source)
+    matches = [Event.status.in_(statuses), Event.updated_at < before, *([Event.source == source] if source else [])]
     while time.monotonic() < deadline:
         with engine.begin() as conn:
-            ids = list(conn.scalars(scope.order_by(Event.received_at).limit(PURGE_BATCH)))
-            if ids:
-                conn.execute(delete(Event).where(Event.id.in_(ids)))
-        deleted += len(ids)
+            ids = list(conn.scalars(select(Event.id).where(*matches).order_by(Event.updated_at).limit(PURGE_BATCH)))
+            # The conditions again: an event replayed since the SELECT is no longer one to delete.
+            gone = conn.execute(delete(Event).where(Event.id.in_(ids), *matches)).rowcount if ids else 0
+        deleted += gone
         if len(ids) < PURGE_BATCH:
             break
+        time.sleep(PURGE_PAUSE)
     return deleted

@@ -95,6 +95,10 @@ def accept(svc: Services, source_name: str, token: str | None, client_ip: str | 
     except MalformedPush:
         spend(svc, source, auth)  # its headers are not to be used again with another body
         raise
+    except Exception as err:  # noqa: BLE001 - a body we failed to read: the sender learns it, never a 500 loop
+        log.exception("callback.parse_failed source=%s", source.name)
+        spend(svc, source, auth)
+        raise MalformedPush("body could not be read", field="body") from err
     try:
         stored = store_push(svc.engine, source.name, raw, push, nonce=auth.nonce)
     except SQLAlchemyError as err:  # the provider must retry: never a false 200

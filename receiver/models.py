@@ -76,6 +76,7 @@ class Event(Base):
         # A replayed nonce is refused by the very INSERT that stores the push (receiver/inbox.py).
         UniqueConstraint("source", "nonce"),
         Index("ix_events_status_received_at", "status", "received_at"),
+        Index("ix_events_status_updated_at", "status", "updated_at"),
         Index("ix_events_source_received_at", "source", "received_at"),
     )
 

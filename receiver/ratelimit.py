@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import time
+from datetime import datetime, timezone
+from typing import Any
 
 import redis
 
@@ -41,3 +43,32 @@ class RateLimiter:
             time.sleep(ms / 1000)
             waited += ms / 1000
         return waited
+
+
+class LimitedHttp:
+    """An HTTP session whose every call first takes a token of its source's bucket: a re-fetch that
+    needs more than one call (a refund query beside the order) stays inside the limit."""
+
+    def __init__(self, http: Any, limiter: RateLimiter, source: str, rate: float, burst: int) -> None:
+        self.http, self.limiter = http, limiter
+        self.source, self.rate, self.burst = source, rate, burst
+        self.started: datetime | None = None  # when the first call since `reset` went out
+
+    def reset(self) -> None:
+        """Forget when the calls so far went out: the next one starts a new fetch."""
+        self.started = None
+
+    def get(self, url: str, **kwargs: Any) -> Any:
+        """GET, once a token is free."""
+        self._take()
+        return self.http.get(url, **kwargs)
+
+    def post(self, url: str, **kwargs: Any) -> Any:
+        """POST, once a token is free."""
+        self._take()
+        return self.http.post(url, **kwargs)
+
+    def _take(self) -> None:
+        self.limiter.acquire(self.source, self.rate, self.burst)
+        # A fetch's start is when it asked, not when it began to wait: staleness is judged by it.
+        self.started = self.started or datetime.now(timezone.utc)

@@ -333,8 +333,9 @@ def clean_state(request: pytest.FixtureRequest) -> Iterator[None]:
         _previous["worker"] = "worker" in request.fixturenames
         fresh_providers(request.getfixturevalue("sandbox"))
         request.getfixturevalue("sinks").clear()
-        # Tasks a previous test left queued, and its refused-push counters.
-        services.redis.delete(services.settings.namespace, *services.redis.scan_iter(services.key("rejections", "*")))
+        # Tasks a previous test left queued, its refused-push counters and its open-order refreshes.
+        left = [*services.redis.scan_iter(services.key("rejections", "*")), *services.redis.scan_iter(services.key("refreshed", "*"))]
+        services.redis.delete(services.settings.namespace, *left)
         engine = services.engine
         with engine.begin() as conn:
             for table in (OrderChange, OrderLine, Order, Event, SpentNonce, Alert):

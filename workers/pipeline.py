@@ -25,7 +25,7 @@ from receiver.inbox import raw_push
 from receiver.models import Event, EventStatus, Order, utcnow
 from receiver.orders import Change, apply_snapshot
 from receiver.providers import OrderRef, family_for
-from receiver.ratelimit import RateLimiter
+from receiver.ratelimit import LimitedHttp, RateLimiter
 from receiver.services import Services
 
 log = logging.getLogger("workers.pipeline")
@@ -55,9 +55,9 @@ class Wanted:
 @metrics.timed_refetch
 def refetch_order(svc: Services, source: Source, ref: OrderRef, cause: str) -> list[Change]:
     """Fetch the order's truth from the provider's signed API and apply it; return what changed."""
-    RateLimiter(svc.redis, svc.key("ratelimit")).acquire(source.name, source.rate_limit, source.rate_burst)
-    started = utcnow()
-    snapshots = family_for(source.family).fetch_orders(svc.http, source, ref)
+    http = limited_http(svc, source)
+    snapshots = family_for(source.family).fetch_orders(http, source, ref)
+    started = http.started or utcnow()
     try:
         with svc.Session.begin() as session:
             applied = [(snap, apply_snapshot(session, source.name, snap, started, cause)) for snap in snapshots]
@@ -71,6 +71,11 @@ def refetch_order(svc: Services, source: Source, ref: OrderRef, cause: str) -> l
         fields = ",".join(c.field for c in changes)
         log.info("order.changed source=%s order=%s fields=%s cause=%s", source.name, ref.order_id, fields, cause)
     return changes
+
+
+def limited_http(svc: Services, source: Source) -> LimitedHttp:
+    """The HTTP session for a source's API calls: each call takes a token of the source's shared bucket."""
+    return LimitedHttp(svc.http, RateLimiter(svc.redis, svc.key("ratelimit")), source.name, source.rate_limit, source.rate_burst)
 
 
 def read_event(svc: Services, event_id: int) -> Wanted | str:
@@ -257,16 +262,26 @@ FINAL_STATUSES = ("completed", "cancelled", "closed")
 def stale_open_orders(svc: Services, source: str, limit: int) -> list[Order]:
     """Orders not in a final state whose last re-fetch is older than RECEIVER_REFRESH_OPEN_AFTER,
     oldest first: what a lost push (and a reconciliation window that no longer covers an old order)
-    would leave wrong for ever."""
+    would leave wrong for ever. An order tried within that time is skipped, so that one whose
+    re-fetch fails cannot keep the others from their turn."""
     older = utcnow() - timedelta(seconds=svc.settings.refresh_open_after)
     stmt = (
         select(Order)
         .where(Order.source == source, Order.status.not_in(FINAL_STATUSES), Order.fetched_at < older)
         .order_by(Order.fetched_at)
-        .limit(limit)
+        .limit(limit * 4)
     )
-    with svc.Session() as session:
-        return list(session.scalars(stmt))
+    with svc.ReadSession() as session:
+        candidates = list(session.scalars(stmt))
+    if not candidates:
+        return []
+    tried = svc.redis.mget([svc.key("refreshed", source, o.provider_order_id) for o in candidates])
+    return [o for o, mark in zip(candidates, tried) if mark is None][:limit]
+
+
+def note_refresh(svc: Services, source: str, order_id: str) -> None:
+    """Remember that an order's refresh was asked for, for RECEIVER_REFRESH_OPEN_AFTER."""
+    svc.redis.set(svc.key("refreshed", source, order_id), 1, ex=max(1, int(svc.settings.refresh_open_after)))
 
 
 @dataclass
@@ -284,13 +299,13 @@ def reconcile(
     """Page the provider's order lists over a window and apply every order that differs from ours:
     the repair for pushes that never came. Each page is a signed, rate-limited API call."""
     family = family_for(source.family)
-    limiter = RateLimiter(svc.redis, svc.key("ratelimit"))
     report = Reconciled()
-    pages = family.list_orders(svc.http, source, since, until)
+    http = limited_http(svc, source)
+    pages = family.list_orders(http, source, since, until)
     while True:
-        limiter.acquire(source.name, source.rate_limit, source.rate_burst)
-        started = utcnow()
+        http.reset()
         page = next(pages, None)
+        started = http.started or utcnow()
         if page is None:
             break
         with svc.Session.begin() as session:

@@ -142,8 +142,9 @@ def purge_events() -> int:
 
 @shared_task(name="workers.tasks.refresh_open_orders")
 def refresh_open_orders(source: str) -> int:
-    """Re-fetch a source's open orders that had no news for RECEIVER_REFRESH_OPEN_AFTER, oldest first,
-    at most a minute's worth of its rate limit per run (pushes keep the rest)."""
+    """Re-fetch a source's open orders that had no news for RECEIVER_REFRESH_OPEN_AFTER, oldest first:
+    a minute's worth of the source's rate limit per run, spread over two minutes so that pushes keep
+    half of the limit and no worker sits waiting for tokens."""
     svc = services()
     src = svc.settings.sources.get(source)
     if src is None:
@@ -151,13 +152,14 @@ def refresh_open_orders(source: str) -> int:
     family = family_for(src.family)
     scheduled = 0
     for order in pipeline.stale_open_orders(svc, source, limit=max(1, int(src.rate_limit * 60))):
+        pipeline.note_refresh(svc, source, order.provider_order_id)
         ref = family.held_order_ref(order.platform, order.provider_order_id, order.order_no, order.purchase_id)
         if ref is None:
             continue
-        wanted = pipeline.Wanted(source, ref)
-        countdown = pipeline.claim_refetch(svc, wanted)
+        countdown = pipeline.claim_refetch(svc, pipeline.Wanted(source, ref))
         if countdown is not None:  # else one is already on its way
-            refetch_order.apply_async((source, ref.platform, ref.order_id, dict(ref.lookup)), countdown=countdown)
+            spread = scheduled / (src.rate_limit / 2)
+            refetch_order.apply_async((source, ref.platform, ref.order_id, dict(ref.lookup)), countdown=max(countdown, spread))
             scheduled += 1
     if scheduled:
         log.info("orders.refresh_scheduled source=%s count=%s", source, scheduled)

@@ -158,7 +158,7 @@ def _families() -> dict[str, Family]:
 
 
 def has_control(text: str) -> bool:
-    """Whether `text` holds a control, format or line-separator character (NUL, newline, escape, U+2028…).
+    """Whether `text` holds a control, format, surrogate or line-separator character (NUL, newline, U+2028…).
 
     No provider id or message type has one; in our columns, logs and pages they are trouble (a NUL
     is refused by PostgreSQL, a newline forges a log line), so a push carrying one is malformed.
@@ -166,7 +166,7 @@ def has_control(text: str) -> bool:
     return any(unicodedata.category(ch) in CONTROL_CATEGORIES for ch in text)
 
 
-CONTROL_CATEGORIES = frozenset({"Cc", "Cf", "Zl", "Zp"})
+CONTROL_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp"})  # Cs: a lone surrogate, which no database stores
 
 
 def plain_text(value: str) -> None:

@@ -105,6 +105,14 @@ def text_id(value: Any) -> str | None:
     return None
 
 
+def same_double(base: Mapping[str, Any], order_id: str) -> bool:
+    """Whether a baseInfo without idOfStr has, as its numeric id, `order_id` rounded to a double."""
+    if text_id(base.get("idOfStr")) is not None or not order_id.isdigit():
+        return False
+    number = base.get("id")
+    return isinstance(number, (int, float)) and not isinstance(number, bool) and float(number) == float(int(order_id))
+
+
 def record_id(record: Mapping[str, Any]) -> str | None:
     """The 1688 order id of an order record: baseInfo.idOfStr, else baseInfo.id."""
     base = record.get("baseInfo")

@@ -37,7 +37,7 @@ from receiver.providers import (
     plain_text,
     post_json,
 )
-from receiver.providers.alibaba import PLATFORM, TOPIC_KINDS, order_snapshot, record_id, text_id
+from receiver.providers.alibaba import PLATFORM, TOPIC_KINDS, order_snapshot, record_id, same_double, text_id
 
 if TYPE_CHECKING:
     import requests
@@ -319,12 +319,9 @@ def _dedupe_key(*parts: str) -> str:
 def _trade_push(source: Source, data: dict[str, Any]) -> Push:
     """A 1688 trade message: re-fetch the order it names, whatever its type."""
     msg = _load(MESSAGE, data)
-    listed = msg["type"] in TOPIC_KINDS
     order_id = message_order_id(msg["data"] or {})
     if order_id is not None and (len(order_id) > MAX_ID_LENGTH or has_control(order_id)):
         raise MalformedPush("message orderId is too long or holds a control character", field=f"{MESSAGE_FIELD}.data.{ORDER_ID_KEY}")
-    if listed and order_id is None:
-        raise MalformedPush("message data has no orderId", field=f"{MESSAGE_FIELD}.data.{ORDER_ID_KEY}")
     return Push(
         message_type=msg["type"],
         kind=message_kind(msg["type"]),
@@ -404,7 +401,7 @@ class DajisaasFamily:
             raise PermanentProviderError(f"order {ref.order_id} not found at {source.name}")
         snap = order_snapshot(record)
         if snap.provider_order_id != ref.order_id:
-            if not _same_double(record["baseInfo"], ref.order_id):
+            if not same_double(record["baseInfo"], ref.order_id):
                 raise PermanentProviderError(f"asked for order {ref.order_id}, {source.name} answered {snap.provider_order_id}")
             # No idOfStr, and the numeric id is ours as a double would round it: the order we asked for.
             snap = replace(snap, provider_order_id=ref.order_id)
@@ -453,14 +450,6 @@ def _snapshots(source: Source, records: list[dict[str, Any]]) -> list[OrderSnaps
         except PermanentProviderError as err:
             log.warning("reconcile.unreadable_order source=%s order=%s error=%s", source.name, record_id(r), err.message)
     return snaps
-
-
-def _same_double(base: Mapping[str, Any], order_id: str) -> bool:
-    """Whether an answer without idOfStr has, as its numeric id, `order_id` rounded to a double."""
-    if text_id(base.get("idOfStr")) is not None or not order_id.isdigit():
-        return False
-    number = base.get("id")
-    return isinstance(number, (int, float)) and not isinstance(number, bool) and float(number) == float(int(order_id))
 
 
 def _list_time(moment: datetime) -> str:

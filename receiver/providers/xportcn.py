@@ -11,6 +11,7 @@ import dataclasses
 import hashlib
 import hmac
 import json
+import logging
 import secrets
 import string
 import time
@@ -44,6 +45,7 @@ if TYPE_CHECKING:
     from receiver.config import Source
 
 NAME = "xportcn"
+log = logging.getLogger("receiver.providers.xportcn")
 
 # --- API ----------------------------------------------------------------------------------------
 # Every request carries these headers (doc-vnm.pandapon.com/api-250496569); `nonce-str` is marked
@@ -88,9 +90,10 @@ LOOKUP_PAGE_SIZE = 20
 INFERRED_PROVIDER_TZ = timezone(timedelta(hours=8))
 TAOBAO_WINDOW = ("beginDateTime", "endDateTime")
 ALIBABA_WINDOW = ("orderTimeBegin", "orderTimeEnd")
-# The documented filters of each list (000 and 002 in shared/provider-docs): a real server ignores any
-# other, so we send only these and check every record ourselves.
-ALIBABA_PAGE_FILTERS = ("tbOrderId", "orderNo")
+# The documented filters of each list (000, 001 and 002 in shared/provider-docs): a real server ignores
+# any other, so we send only these and check every record ourselves. Only the Thai portal's 1688 page
+# documents orderNo.
+ALIBABA_PAGE_FILTERS = {"xportcn": ("tbOrderId",), "pandapon": ("tbOrderId",), "thai": ("tbOrderId", "orderNo")}
 TAOBAO_PAGE_FILTERS = ("purchaseId", "orderNo")
 # Answer codes (in the body, under HTTP 200) worth retrying: the provider documents none, so we
 # treat "too many requests" and the 5xx range as transient like their HTTP namesakes.
@@ -112,9 +115,6 @@ PLATFORM_TYPE_PREFIXES = ("1688_", "TAOBAO_")
 # kind, for metrics and alerts, by the first word of this list their name holds.
 # Whatever the kind, a push that names an order is re-fetched.
 INFERRED_KIND_WORDS = (("PRICE", "price"), ("REFUND", "refund"), ("LOGISTICS", "logistics"), ("SENDGOODS", "logistics"), ("ORDER", "status"))
-# The retries of a push (every 30 minutes, 5 times) come with the headers of the first delivery, so a
-# signed push is accepted up to this long after it was signed (RECEIVER_TIMESTAMP_WINDOW, default).
-PUSH_RETRY_SPAN = 5 * 30 * 60
 
 # The ids a push body can carry, by shape, as (body key, our id name). Our id names:
 #   tbOrderId: the 1688 order number; orderNo: the platform's order number; purchaseId: a Taobao
@@ -297,7 +297,8 @@ def body_ids(shape: str, platform: str, body: Mapping[str, Any]) -> dict[str, st
         take(body["baseInfo"], (("idOfStr", "tbOrderId"), ("id", "tbOrderId"), ("refundId", "refundId")), "messageBody.baseInfo.")
     elif shape == "taobao":
         take(body, INFERRED_TAOBAO_BODY_IDS, "messageBody.")
-        for sub in body.get("subOrders") or []:
+        subs = body.get("subOrders")
+        for sub in subs if isinstance(subs, list) else []:
             if isinstance(sub, dict):
                 take(sub, INFERRED_TAOBAO_SUB_ORDER_IDS, "messageBody.subOrders[].")
     else:
@@ -315,9 +316,23 @@ def order_ref(platform: str, ids: Mapping[str, str]) -> OrderRef | None:
     return None if order_id is None else OrderRef(platform, order_id, dict(ids))
 
 
+def unreachable(source: Source, ref: OrderRef) -> str | None:
+    """Why the portal's API cannot look the order up by the ids a push carries, or None when it can."""
+    portal = source.credentials["portal"]
+    if ref.platform == "1688" and not set(ref.lookup) & set(ALIBABA_PAGE_FILTERS[portal]):
+        return f"the push names its 1688 order only by orderNo, which the {portal} order page cannot look up"
+    if ref.platform == "taobao" and not set(ref.lookup) & set(TAOBAO_PAGE_FILTERS):
+        return "the push names its Taobao order by no id the purchase list can look up"
+    return None
+
+
 def dedupe_key(source: str, envelope: Mapping[str, Any]) -> str:
     """The same message, however its JSON was spaced or ordered: the source and the whole envelope."""
-    canonical = json.dumps(envelope, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    try:
+        # ASCII: a lone surrogate somewhere in the body escapes instead of failing to encode.
+        canonical = json.dumps(envelope, sort_keys=True, separators=(",", ":"))
+    except RecursionError:
+        raise MalformedPush("messageBody nests too deep", field="messageBody") from None
     return hashlib.sha256(f"{source}\n{canonical}".encode()).hexdigest()
 
 
@@ -379,7 +394,7 @@ class XportcnFamily:
             kind=message_kind(env["messageType"]),
             dedupe_key=dedupe_key(source.name, env),
             order=ref,
-            ignored=None if ref else f"the {shape} body names no order id",
+            ignored=f"the {shape} body names no order id" if ref is None else unreachable(source, ref),
         )
 
     def fetch_orders(self, http: requests.Session, source: Source, ref: OrderRef) -> list[OrderSnapshot]:
@@ -389,7 +404,8 @@ class XportcnFamily:
             detail = paths["alibaba_order_detail"]
             if detail and "tbOrderId" in ref.lookup:
                 return [_alibaba_detail(http, source, detail, ref)]
-            found = _lookup(http, source, paths["alibaba_order_page"], ref, ALIBABA_PAGE_FILTERS, _alibaba_ids)
+            filters = ALIBABA_PAGE_FILTERS[source.credentials["portal"]]
+            found = _lookup(http, source, paths["alibaba_order_page"], ref, filters, _alibaba_ids)
             return [_alibaba_order(r) for r in found]
         found = _lookup(http, source, paths["taobao_purchase_page"], ref, TAOBAO_PAGE_FILTERS, _taobao_ids)
         refunds = _taobao_refunds(http, source, found, ref.lookup.get("refundId"))
@@ -404,7 +420,7 @@ class XportcnFamily:
         """The cheapest signed read, one record of the 1688 order list: proves the keys and the URL."""
         path = PORTALS[source.credentials["portal"]]["alibaba_order_page"]
         total, _ = _page(http, source, path, {"pageNum": 1, "pageSize": 1})
-        return f"signed order list call answered ({total} order(s))"
+        return f"signed order list call answered ({'?' if total is None else total} order(s))"
 
     def list_orders(
         self, http: requests.Session, source: Source, since: datetime, until: datetime
@@ -427,7 +443,7 @@ def _call(http: requests.Session, source: Source, method: str, path: str, **kwar
     return answer_data(answer, "msg", INFERRED_TRANSIENT_CODES, SUCCESS_CODE)
 
 
-def _page(http: requests.Session, source: Source, path: str, payload: Mapping[str, Any]) -> tuple[int, list[dict[str, Any]]]:
+def _page(http: requests.Session, source: Source, path: str, payload: Mapping[str, Any]) -> tuple[int | None, list[dict[str, Any]]]:
     """One page of a list: (total, records). PandaPon answers it flat, `{total, data, code}`; the
     Thai portal inside the envelope, `{code, msg, data: {total, data, code, msg}}`: both are read."""
     creds = source.credentials
@@ -441,18 +457,19 @@ def _page(http: requests.Session, source: Source, path: str, payload: Mapping[st
     else:  # flat: `data` is the list itself
         records, total = page, answer.get("total")
     found = order_records(records, "data")
-    return as_int(total, "total") if total is not None else len(found), found
+    return (None if total is None else as_int(total, "total")), found
 
 
 def _pages(http: requests.Session, source: Source, path: str, filters: Mapping[str, Any]) -> Iterator[list[dict[str, Any]]]:
-    """Every record of a list, a page at a time, following `total`: a server may cap the page size."""
+    """Every record of a list, a page at a time, following `total` (a server may cap the page size);
+    an answer without one is read until an empty page."""
     size, seen = LIST_PAGE_SIZE, 0
     for number in range(1, MAX_PAGES + 1):
         total, records = _page(http, source, path, {"pageNum": number, "pageSize": size, **filters})
         if records:
             yield records
         seen += len(records)
-        if not records or seen >= total:
+        if not records or (total is not None and seen >= total):
             return
         if number == 1 and len(records) < size:
             size = len(records)  # the server's cap: later pages are numbered in its size
@@ -501,7 +518,10 @@ def _alibaba_detail(http: requests.Session, source: Source, path: str, ref: Orde
         raise PermanentProviderError(f"order {ref.order_id} not found at {source.name}")
     snapshot = alibaba.order_snapshot(model)
     if snapshot.provider_order_id != ref.lookup["tbOrderId"]:
-        raise PermanentProviderError(f"order detail for {ref.order_id} answered order {snapshot.provider_order_id}")
+        if not alibaba.same_double(model["baseInfo"], ref.lookup["tbOrderId"]):
+            raise PermanentProviderError(f"order detail for {ref.order_id} answered order {snapshot.provider_order_id}")
+        # No idOfStr, and the numeric id is ours as a double rounds it: the order asked for.
+        snapshot = dataclasses.replace(snapshot, provider_order_id=ref.lookup["tbOrderId"])
     # 1688's model has no platform order number; the push may have named it.
     return dataclasses.replace(snapshot, order_no=snapshot.order_no or ref.lookup.get("orderNo"))
 
@@ -517,7 +537,13 @@ def _taobao_refunds(
     wanted.discard(None)
     refunds: dict[str, dict[str, Any]] = {}
     for refund_id in sorted(w for w in wanted if w):
-        data = _call(http, source, "GET", str(path), params={"refundId": refund_id})
+        try:
+            data = _call(http, source, "GET", str(path), params={"refundId": refund_id})
+        except PermanentProviderError as err:
+            # The query is marked "in development" in the docs: without it the list's own state
+            # stands, rather than the whole order failing.
+            log.warning("refetch.refund_query_failed source=%s refund=%s error=%s", source.name, refund_id, err)
+            continue
         aggregate = data.get("refundOrderAggregate") if isinstance(data, dict) else None
         if isinstance(aggregate, dict) and isinstance(aggregate.get("refundOrder"), dict):
             refunds[refund_id] = aggregate

@@ -122,3 +122,25 @@ def test_allowed_hosts_refuse_any_other_host(make_app):
     assert client.get("/admin/", headers={**ADMIN, "Host": "evil.example"}).status_code == 400
     assert client.get("/admin/", headers={**ADMIN, "Host": "receiver.example.com"}).status_code == 200
     assert client.post(URL, json=envelope(), headers={"Host": "evil.example"}).status_code == 400
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        (envelope(messageBody={"orderId": ORDER, "note": "\ud800"}), None),  # a lone surrogate where no id is
+        (envelope(messageType="ORDER\ud800CREATE"), "messageType"),
+        (envelope(messageBody={"salesOrderId": "1192794693444829414", "subOrders": 5}), None),
+        ("deep", ("body", "messageBody")),
+    ],
+    ids=["surrogate in a note", "surrogate in the type", "subOrders not a list", "nested too deep to re-encode"],
+)
+def test_odd_but_readable_bodies_are_stored_or_named_never_a_500(app, client, body, field):
+    if body == "deep":  # deeper than json.dumps can write again, shallower than json.loads can read
+        text = json.dumps(envelope(messageBody={"orderId": ORDER, "deep": "@"})).replace('"@"', "[" * 985 + "]" * 985)
+    else:
+        text = json.dumps(body)
+    resp = client.post(URL, data=text, content_type="application/json")
+    if field is None:
+        assert resp.status_code == 200 and len(stored(app)) == 1
+    else:
+        assert resp.status_code == 400 and resp.json["field"] in field and stored(app) == []
