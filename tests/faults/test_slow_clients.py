@@ -80,7 +80,7 @@ def _ok(url: str) -> bool:
 class SlowClients:
     """Connections that send a push's headers with a large Content-Length, then one body byte a second."""
 
-    def __init__(self, port: int, count: int) -> None:
+    def __init__(self, port: int, count: int, gap: float = 0.0) -> None:
         self.socks: list[socket.socket] = []
         head = (f"POST /callbacks/demo?token={TOKENS['demo']} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
                 "Content-Length: 100000\r\n\r\n{").encode()
@@ -88,6 +88,7 @@ class SlowClients:
             sock = socket.create_connection(("127.0.0.1", port), timeout=5)
             sock.sendall(head)
             self.socks.append(sock)
+            time.sleep(gap)
         self.closing = threading.Event()
         self.sent = 0
         self.thread = threading.Thread(target=self._dribble, name="slow-clients", daemon=True)
@@ -171,14 +172,16 @@ def test_slow_clients_behind_nginx_do_not_delay_pushes(stack: Stack, nginx: str,
 def test_the_same_slow_clients_straight_at_gunicorn_hold_every_push(stack: Stack, driver: Driver, capsys: Any) -> None:
     """What nginx is for: gunicorn's threads (2 workers x 2 here) each wait on one slow body."""
     [order_id] = driver.provider.add_orders(1)
-    slow = SlowClients(stack.web_port, SLOW)
+    # Spaced out, so that each gunicorn worker accepts its share: arriving all at once, they can all
+    # go to one worker, and the other would still answer (half the pushes, then, not all of them).
+    slow = SlowClients(stack.web_port, SLOW, gap=0.02)
     try:
         time.sleep(2.5)
-        pressed = timed_pushes(stack.url, driver, order_id, 2, timeout=3)
+        pressed = timed_pushes(stack.url, driver, order_id, 4, timeout=2)
     finally:
         slow.close()
     with capsys.disabled():
-        print(f"\nslow clients straight at gunicorn: {SLOW} dribbling; push (status:ms) [{_ms(pressed)}] (0 = no answer in 3 s)")
+        print(f"\nslow clients straight at gunicorn: {SLOW} dribbling; push (status:ms) [{_ms(pressed)}] (0 = no answer in 2 s)")
     assert all(code == 0 for code, _ in pressed), pressed
     # Once they hang up, gunicorn answers again.
     wait_for(lambda: timed_pushes(stack.url, driver, order_id, 1, timeout=3)[0][0] == 200, timeout=30)
