@@ -31,10 +31,12 @@ install: $(STAMP)
 sources.toml:
 	cp sources.example.toml sources.toml
 
+# Every Procfile process, but the sandbox only when a source points at it (deploy/run-processes.sh):
+# honcho stops everything when one process exits, as a sandbox with nothing to serve would.
 run: install sources.toml
 	@deploy/ensure-redis.sh "$$RECEIVER_BROKER_URL"
 	$(BIN)/receiver migrate
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/honcho start -f Procfile
+	export PATH="$(CURDIR)/$(BIN):$$PATH"; processes=$$(deploy/run-processes.sh Procfile) && exec honcho start -f Procfile $$processes
 
 test: install
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

@@ -47,26 +47,42 @@ def migrate() -> None:
 @click.option("--fail-rate", type=float, default=0.0, help="Share of requests that fail (see --fail-mode).")
 @click.option("--fail-mode", type=click.Choice(["http500", "http429", "timeout", "code"]), default="http500", show_default=True)
 @click.option("--broken-order", "broken", multiple=True, help="An order id answered with a permanent error.")
+@click.option("--check", is_flag=True, help="Serve nothing: exit 0 if some source points at PORT, 1 (saying so) if none does.")
 def sandbox(
-    port: int, family: str | None, sources_file: str, latency: float, fail_rate: float, fail_mode: str, broken: tuple[str, ...]
+    port: int, family: str | None, sources_file: str, latency: float, fail_rate: float, fail_mode: str, broken: tuple[str, ...],
+    check: bool,
 ) -> None:
     """Serve a loopback provider for every source whose base URL points at 127.0.0.1:PORT."""
+    try:
+        sources = load_sources(sources_file, os.environ)
+    except ConfigError as err:
+        raise click.ClickException(str(err)) from None
+
+    def here(base_url: str) -> bool:
+        url = urlsplit(base_url)
+        return url.hostname in ("127.0.0.1", "localhost") and url.port == port
+
+    served = [s for s in sources.values() if here(s.base_url) and s.family in ("xportcn", "dajisaas") and family in (None, s.family)]
+    nothing = f"no source in {sources_file} points at http://127.0.0.1:{port}/"
+    if check:
+        # `make run` asks this before choosing honcho's processes: a sandbox with nothing to serve would
+        # exit, and honcho would stop every other process with it.
+        if not served:
+            click.echo(f"sandbox: {nothing}, so none is needed")
+            sys.exit(1)
+        click.echo(f"sandbox: needed on port {port} by " + ", ".join(f"{s.name} ({s.family})" for s in served))
+        return
+
     from receiver.sandbox import Sandbox
     from receiver.sandbox.dajisaas import DajisaasProvider
     from receiver.sandbox.xportcn import XportcnProvider
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s sandbox %(message)s")
-    try:
-        sources = load_sources(sources_file, os.environ)
-    except ConfigError as err:
-        raise click.ClickException(str(err)) from None
     box = Sandbox(port=port)
     box.faults.latency, box.faults.fail_rate, box.faults.fail_mode = latency, fail_rate, fail_mode
     box.faults.broken_orders.update({order_id: (1001, "order is locked by the provider") for order_id in broken})
-    for source in sources.values():
+    for source in served:
         url = urlsplit(source.base_url)
-        if url.hostname not in ("127.0.0.1", "localhost") or url.port != port or family not in (None, source.family):
-            continue
         creds = source.credentials
         if source.family == "xportcn":
             box.mount(url.path, XportcnProvider(creds["access_key"], creds["access_secret"], creds["user_id"], creds["portal"]))
@@ -75,7 +91,7 @@ def sandbox(
             box.mount(url.path, DajisaasProvider(creds["app_key"], creds["app_secret"], **_pinned(creds)))
             click.echo(f"sandbox: {source.name} ({source.family}) at {source.base_url}")
     if not box.providers:
-        raise click.ClickException(f"no source in {sources_file} points at http://127.0.0.1:{port}/")
+        raise click.ClickException(nothing)
     box.start()
     try:
         while True:

@@ -2,6 +2,7 @@
 start, the suite's database, and the loopback provider; plus a provider-side push driver."""
 from __future__ import annotations
 
+import hashlib
 import os
 import random
 import signal
@@ -20,14 +21,17 @@ import redis
 import requests
 from sqlalchemy import func, select
 
+from receiver.config import load_settings
 from receiver.errors import ProviderError
 from receiver.models import Event, EventStatus, OrderChange
 from receiver.orders import find_order
 from receiver.providers import OrderRef, family_for
 from receiver.sandbox import Sandbox
 from tests.conftest import API_TOKEN, CREDENTIALS, ROOT, TOKENS, free_port, wait_for
+from workers.pipeline import CLAIM_TTL
 
 SECRETS = [API_TOKEN, *TOKENS.values(), *(c.get("access_secret") or c.get("app_secret") for c in CREDENTIALS.values())]
+WAITING = (EventStatus.RECEIVED, EventStatus.QUEUED, EventStatus.FAILED)
 COMPARED = ("status", "raw_status", "product_amount", "shipping_fee", "discount", "total_amount", "refund_amount")
 
 
@@ -147,7 +151,7 @@ def _answers(url: str) -> bool:
         return False
 
 
-@dataclass
+@dataclass(eq=False)  # compared by identity: two pushes are never the same push
 class Push:
     """One push the provider owes us, and how many times it must reach us."""
 
@@ -155,6 +159,11 @@ class Push:
     headers: dict[str, str]
     body: bytes
     copies: int = 1
+    acked: bool = False  # some delivery of it got a 200: from then on, it is ours to keep
+
+    @property
+    def sha256(self) -> str:
+        return hashlib.sha256(self.body).hexdigest()
 
 
 @dataclass
@@ -194,7 +203,8 @@ class Driver:
         return pushes
 
     def deliver(self, pushes: list[Push], threads: int = 4) -> None:
-        """POST every copy of every push; a push without a 200 stays owed (the provider retries it)."""
+        """POST every copy of every push; a push none of whose copies got a 200 stays owed (the
+        provider retries it). A copy refused after another was taken owes nothing: we hold the push."""
         url = f"{self.stack.url}/callbacks/{self.source}?token={TOKENS[self.source]}"
         http = requests.Session()
 
@@ -209,22 +219,37 @@ class Driver:
             for p, code in pool.map(post, jobs):
                 self.sent += 1
                 self.codes[code] += 1
-                if code != 200 and p not in self.owed:
-                    self.owed.append(p)
-                elif code == 200 and p in self.owed:
-                    self.owed.remove(p)
+                p.acked = p.acked or code == 200
+        owed = self.owed + [p for p in pushes if all(p is not q for q in self.owed)]
+        self.owed = [p for p in owed if not p.acked]
 
-    def retry_owed(self) -> None:
-        """The provider's later retries of what failed."""
-        owed, self.owed = self.owed, []
-        for p in owed:
-            p.copies = 1
-        self.deliver(owed)
+    def retry_owed(self, times: int = 5) -> None:
+        """The provider's later retries of what got no 200 (the Xportcn family retries 5 times)."""
+        for _ in range(times):
+            if not self.owed:
+                return
+            for p in self.owed:
+                p.copies = 1
+            self.deliver(list(self.owed))
+
+
+@dataclass
+class Settled:
+    """How the wait for the workers ended: after how long, and which events were still not final."""
+
+    seconds: float
+    stuck: dict[str, int]  # status -> events still received, queued or failed at the deadline
+    detail: str = ""  # then: the processes' last lines, to tell why
 
 
 @dataclass
 class Summary:
-    """What a scenario ends with; printed as one line."""
+    """What a scenario ends with; printed as one line.
+
+    lost: pushes we answered 200 and do not hold (the one thing that must never happen);
+    owed: pushes that never got a 200, even after the provider's retries (it would go on retrying);
+    stuck: events still waiting for a worker when settling gave up (late ones: settled.seconds).
+    """
 
     name: str
     pushes: int
@@ -234,39 +259,65 @@ class Summary:
     lost: int
     duplicate_effects: int
     mismatched: list[str]
+    owed: int = 0
+    codes: dict[int, int] = field(default_factory=dict)
+    settled: Settled | None = None
+
+    @property
+    def stuck(self) -> int:
+        return sum(self.settled.stuck.values()) if self.settled else 0
 
     def line(self) -> str:
-        return (f"fault scenario {self.name}: pushes sent {self.pushes}, events {self.events}, processed {self.processed}, "
-                f"dead {self.dead}, lost {self.lost}, duplicate effects {self.duplicate_effects}, orders off {len(self.mismatched)}")
+        codes = " ".join(f"{code or 'no-answer'}:{n}" for code, n in sorted(self.codes.items()))
+        waited = f", settled in {self.settled.seconds:.1f}s, stuck {self.stuck}" if self.settled else ""
+        return (f"fault scenario {self.name}: pushes sent {self.pushes} ({codes}), events {self.events}, processed {self.processed}, "
+                f"dead {self.dead}, lost {self.lost}, owed {self.owed}{waited}, duplicate effects {self.duplicate_effects}, "
+                f"orders off {len(self.mismatched)}")
 
 
-def settle(app: Any, stack: Stack, timeout: float = 90) -> None:
-    """Wait until no event waits for a worker any more; on time-out, say what was left and why."""
-    waiting = (EventStatus.RECEIVED, EventStatus.QUEUED, EventStatus.FAILED)
+def settle_deadline(settings: Any) -> float:
+    """How long events may take to become final after a fault, by the service's own timings.
+
+    A worker that dies holding an order's re-fetch leaves the order's claim in Redis for CLAIM_TTL:
+    until it expires, the sweeper's re-queues of that order's events are coalesced into the dead
+    claim. Then the next sweep (every interval, for events untouched for the grace, failed ones a
+    backoff later) takes them. Plus time for the work itself on a loaded machine.
+    """
+    return CLAIM_TTL + settings.sweep_grace + settings.retry_backoff_max + settings.sweep_interval + 45
+
+
+def settle(app: Any, stack: Stack, timeout: float | None = None) -> Settled:
+    """Wait until every event is final (none received, queued or failed), or until the deadline;
+    return how long it took and what was still waiting then, for the scenario to judge."""
     engine = app.extensions["receiver"].engine
+    if timeout is None:
+        timeout = settle_deadline(load_settings(stack.env))
+    started = time.monotonic()
 
-    def quiet() -> bool:
+    def waiting() -> dict[str, int]:
         with engine.connect() as conn:
-            return conn.scalar(select(func.count()).select_from(Event).where(Event.status.in_(waiting))) == 0
+            return dict(conn.execute(select(Event.status, func.count()).where(Event.status.in_(WAITING)).group_by(Event.status)).all())
 
     try:
-        wait_for(quiet, timeout=timeout, interval=0.5)
+        wait_for(lambda: not waiting(), timeout=timeout, interval=0.5)
     except AssertionError:
-        with engine.connect() as conn:
-            left = dict(conn.execute(select(Event.status, func.count()).group_by(Event.status)).all())
         tails = {n: stack.log(n)[-2000:] for n in stack.procs if n != "redis"}
-        raise AssertionError(f"not settled after {timeout}s: {left}\n" + "\n".join(f"--- {n}\n{t}" for n, t in tails.items())) from None
+        return Settled(time.monotonic() - started, waiting(), "\n".join(f"--- {n}\n{t}" for n, t in tails.items()))
+    return Settled(time.monotonic() - started, {})
 
 
-def summarise(name: str, app: Any, driver: Driver, settings: Any, expected_pushes: list[Push]) -> Summary:
-    """Compare our state with the provider's truth and count what was lost or doubled."""
+
+def summarise(
+    name: str, app: Any, driver: Driver, settings: Any, expected_pushes: list[Push], settled: Settled | None = None
+) -> Summary:
+    """Compare our state with the provider's truth and count what was lost, owed, stuck or doubled."""
     svc = app.extensions["receiver"]
     source = settings.sources[driver.source]
     family = family_for(source.family)
     http = requests.Session()
     with svc.Session() as session:
         statuses = Counter(session.scalars(select(Event.status)))
-        stored_orders = Counter(session.scalars(select(Event.order_id)))
+        stored = set(session.scalars(select(Event.body_sha256)))
         doubled = session.execute(
             select(func.count()).select_from(
                 select(OrderChange.order_id, OrderChange.field, OrderChange.old, OrderChange.new)
@@ -285,10 +336,12 @@ def summarise(name: str, app: Any, driver: Driver, settings: Any, expected_pushe
             ours = find_order(session, driver.source, order_id)
             if ours is None or any(getattr(ours, f) != getattr(truth, f) for f in COMPARED):
                 mismatched.append(order_id)
-    pushes_per_order = Counter(p.order_id for p in expected_pushes)
-    lost = sum(max(0, n - stored_orders[o]) for o, n in pushes_per_order.items()) + len(driver.owed)
+    # Each push by its body: a push we answered 200 must be in the inbox; one we never answered 200
+    # is the provider's to retry, not lost (though we may hold it: the answer can be lost after the commit).
+    lost = sum(1 for p in expected_pushes if p.acked and p.sha256 not in stored)
     return Summary(name, driver.sent, sum(statuses.values()), statuses[EventStatus.PROCESSED],
-                   statuses[EventStatus.DEAD], lost, doubled, mismatched)
+                   statuses[EventStatus.DEAD], lost, doubled, mismatched, owed=len(driver.owed), codes=dict(driver.codes),
+                   settled=settled)
 
 
 @pytest.fixture

@@ -54,3 +54,33 @@ def test_sandbox_command_serves_both_families_with_their_faults(served):
     with pytest.raises(ProviderError, match="signature"):
         family_for("xportcn").fetch_orders(http, dataclasses.replace(demo, credentials=wrong),
                                            OrderRef("1688", "2542285634920880794", {"tbOrderId": "2542285634920880794"}))
+
+
+REAL_ONLY = """
+[sources.real]
+family = "xportcn"
+base_url = "https://www.xportcn.com/api"
+portal = "pandapon"
+access_key = "real-access-key"
+access_secret = "real-access-secret"
+user_id = "2100007341207"
+callback_token = "real-callback-token-0001"
+"""
+
+
+def test_sandbox_check_says_whether_any_source_needs_it(tmp_path):
+    from click.testing import CliRunner
+
+    from receiver.cli import main
+
+    real = tmp_path / "real.toml"
+    real.write_text(REAL_ONLY)
+    none = CliRunner().invoke(main, ["sandbox", "--check", "--port", "8079", "--sources", str(real)])
+    assert none.exit_code == 1
+    assert f"no source in {real} points at http://127.0.0.1:8079/" in none.output
+    example = str(ROOT / "sources.example.toml")
+    needed = CliRunner().invoke(main, ["sandbox", "--check", "--port", "8079", "--sources", example])
+    assert needed.exit_code == 0, needed.output
+    assert "demo (xportcn), daji (dajisaas)" in needed.output
+    # Another port: the example's sources do not point there.
+    assert CliRunner().invoke(main, ["sandbox", "--check", "--port", "8080", "--sources", example]).exit_code == 1
