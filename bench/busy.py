@@ -201,6 +201,7 @@ class Reader:
     base_url: str
     pages: dict[str, tuple[str, dict[str, str]]]  # name: (path, headers)
     interval: float = 5.0
+    until: float = float("inf")  # no read starts this many seconds after the start: the pushes are over
     delay: float = 1.0  # the first reads, after wrk has started
     timeout: float = 30.0
     reads: list[Read] = field(default_factory=list)
@@ -223,7 +224,7 @@ class Reader:
     def _run(self) -> None:
         started = time.monotonic()
         tick = started + self.delay
-        while not self._stop.wait(max(0.0, tick - time.monotonic())):
+        while tick - started < self.until and not self._stop.wait(max(0.0, tick - time.monotonic())):
             for name, (path, headers) in self.pages.items():
                 at = time.monotonic()
                 try:
