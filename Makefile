@@ -45,7 +45,8 @@ test-postgres: install
 	RECEIVER_TEST_DATABASE_URL=$${RECEIVER_TEST_DATABASE_URL:-postgresql+psycopg://postgres@127.0.0.1:5432/test} \
 		$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-# Benchmarks, not tests: the receiver against a bare Flask app, then a burst with the worker running.
+# Benchmarks, not tests: the receiver against a bare Flask app, a burst with the worker running, then
+# pushes beside /metrics and /admin reads of an inbox of a million events (docs/benchmarks.md).
 # Needs wrk (installed here with apt-get when missing) and Redis; extra flags: BENCH_ARGS="--help".
 bench: install
 	@deploy/ensure-redis.sh "$$RECEIVER_BROKER_URL"

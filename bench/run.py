@@ -1,4 +1,5 @@
-"""`make bench`: the receiver against the ceiling of its own stack, then a burst with the worker running.
+"""`make bench`: the receiver against the ceiling of its own stack, a burst with the worker running,
+then pushes while the inbox holds a million events and /metrics and /admin are read.
 
 Everything it starts (two gunicorns, a Celery worker, wrk, an in-process sandbox provider) runs on
 127.0.0.1 with its own temp dir, SQLite file and Redis namespace, and is stopped on the way out,
@@ -10,6 +11,7 @@ import argparse
 import json
 import os
 import random
+import re
 import runpy
 import shutil
 import signal
@@ -29,7 +31,7 @@ import requests
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import Engine, make_url
 
-from bench import pushes
+from bench import busy, pushes
 from bench.variants import VARIANTS
 from receiver.migrate import upgrade
 from receiver.providers import xportcn as spec
@@ -44,7 +46,12 @@ COMPARED = ("status", "raw_status", "product_amount", "shipping_fee", "discount"
 CREDS = {
     "load": pushes.Credentials("ak-bench-load", "bench-load-secret-01", "2100000000001", "cb-token-bench-load-0001"),
     "burst": pushes.Credentials("ak-bench-burst", "bench-burst-secret-02", "2100000000002", "cb-token-bench-burst-002"),
+    # Sources only the busy inbox's stored events come from: a deployment has several accounts.
+    "shop-east": pushes.Credentials("ak-bench-east", "bench-east-secret-03", "2100000000003", "cb-token-bench-east-0003"),
+    "shop-west": pushes.Credentials("ak-bench-west", "bench-west-secret-04", "2100000000004", "cb-token-bench-west-0004"),
 }
+# A push's line in gunicorn's access log (deploy/gunicorn.conf.py's access_log_format).
+ACCESS_LINE = re.compile(r'"POST /callbacks/[^"]*" (\d{3}) ')
 
 
 class Stop(Exception):
@@ -284,6 +291,8 @@ class Bench:
             "RECEIVER_API_TOKEN": "bench-api-token-0123456789",
             "RECEIVER_SOURCES_FILE": str(sources),
             "RECEIVER_NAMESPACE": self.namespace,
+            # The busy inbox stores events up to --busy-inbox-days old; nothing may be purged under it.
+            "RECEIVER_RETENTION_DAYS": "3650",
             "PYTHONUNBUFFERED": "1",
         })
         return env
@@ -534,12 +543,75 @@ class Bench:
             stored = {r[0] for r in conn.execute(text("SELECT body_sha256 FROM events WHERE source = 'burst'"))}
         return len(plan.distinct_bodies - stored), len(plan.distinct_bodies & stored)
 
-    # --- 3. memory --------------------------------------------------------------------------
+    # --- 3. the busy inbox ------------------------------------------------------------------
+    def busy_inbox(self) -> None:
+        """Signed pushes at the throughput part's load while the inbox holds a million events and a
+        thread loads /metrics and the admin inbox page every few seconds, timing each read."""
+        a = self.args
+        if "worker" in self.procs.started:
+            # No worker, as in the throughput part: what is measured is the web path, now beside reads.
+            self.results["worker_rss"] = peak_rss_mb(self.procs.started["worker"].pid)
+            self.procs.stop("worker")
+        print(f"  filling the inbox: {a.busy_inbox_events:,} events over {len(CREDS)} sources, received over the last"
+              f" {a.busy_inbox_days:g} days", flush=True)
+        started = time.monotonic()
+        # Progress on a terminal only: a log of the run keeps the result line alone.
+        progress = (lambda n: print(f"\r    {n:,} in {time.monotonic() - started:.0f} s", end="", flush=True)) if sys.stdout.isatty() else None
+        busy.fill(self.engine, a.busy_inbox_events, tuple(CREDS), a.busy_inbox_days, progress)
+        filled_in = time.monotonic() - started
+        with self.engine.connect() as conn:
+            held = conn.execute(text("SELECT count(*) FROM events")).scalar_one()
+        print(f"\r  {a.busy_inbox_events:,} events filled in {filled_in:.1f} s; the inbox holds {held:,}"
+              + (" (VACUUM ANALYZE included)" if self.engine.dialect.name == "postgresql" else ""))
+        fresh = "receiver" not in self.procs.started
+        url = self.receiver()
+        if fresh:  # as the throughput part warms its servers up
+            self.wrk(url, self.load_file("warm-busy", int(a.max_rate * (a.warmup + 1)), signed=True), "loop", a.warmup, a.connections)
+        print(f"  {a.busy_inbox_duration:.0f} s of signed pushes per run (wrk: {a.wrk_threads} thread(s), {a.connections} connections);"
+              f" in the runs with reads, /metrics and /admin/ each read every {a.busy_inbox_interval:g} s by another thread")
+        runs: list[tuple[Load, int, list[busy.Read]]] = []
+        for i in range(a.busy_inbox_rounds):
+            # Each round also runs without reads, just before: on a shared machine the neighbours move
+            # the p99 as much as the reads do, and a run beside it tells the two apart.
+            for reading in (False, True):
+                load, non2xx, reads = self.busy_run(url, reading)
+                label = f"  round {i + 1} " + ("with reads   " if reading else "without reads")
+                print(f"{label} {load.line()}")
+                print(f"{' ' * len(label)}   ack p50 / p99 / max {load.p50_ms:.1f} / {load.p99_ms:.1f} / {load.max_ms:.1f} ms;"
+                      f" non-2xx {non2xx}")
+                for name in ("/metrics", "/admin/") if reading else ():
+                    print(f"{' ' * len(label)}   {busy.summary(reads, name)}")
+                if reading:
+                    runs.append((load, non2xx, reads))
+        p99 = statistics.median(load.p99_ms for load, _, _ in runs)
+        non2xx = sum(n for _, n, _ in runs)
+        print(f"  with reads: ack p99 {p99:.1f} ms (median of {len(runs)} run(s); target < 50 ms: {'met' if p99 < 50 else 'NOT met'});"
+              f" non-2xx {non2xx} (target 0: {'met' if non2xx == 0 else 'NOT met'})")
+        self.results.update(busy=runs, busy_fill_s=filled_in)
+
+    def busy_run(self, url: str, reading: bool) -> tuple[Load, int, list[busy.Read]]:
+        """One run of the busy inbox's pushes, with or without the reads; the pushes answered other
+        than 2xx are counted from gunicorn's access log (wrk counts only 4xx and 5xx, as errors)."""
+        a = self.args
+        file = self.load_file("busy", int(a.max_rate * (a.busy_inbox_duration + 1)), signed=True)
+        bearer = {"Authorization": f"Bearer {self.env['RECEIVER_API_TOKEN']}"}
+        pages = {"/metrics": ("/metrics", bearer), "/admin/": ("/admin/", bearer)} if reading else {}
+        log_from = len(self.procs.log("receiver"))
+        reader = busy.Reader(url, pages, a.busy_inbox_interval, until=a.busy_inbox_duration - 1).start()
+        try:
+            load, _ = self.wrk(url, file, "loop", a.busy_inbox_duration, a.connections)
+        finally:
+            reads = reader.stop()
+        codes = [m.group(1) for m in ACCESS_LINE.finditer(self.procs.log("receiver")[log_from:])]
+        non2xx = sum(not code.startswith("2") for code in codes) + load.errors
+        return load, non2xx, reads
+
+    # --- 4. memory --------------------------------------------------------------------------
     def memory(self) -> None:
         """Peak RSS of the web and worker processes (each process's own peak, summed)."""
         for name, label in (("receiver", "web (gunicorn master + workers)"), ("worker", "worker (Celery main + children)")):
-            if name in self.procs.started:
-                mb, n = peak_rss_mb(self.procs.started[name].pid)
+            if name in self.procs.started or f"{name}_rss" in self.results:
+                mb, n = peak_rss_mb(self.procs.started[name].pid) if name in self.procs.started else self.results[f"{name}_rss"]
                 print(f"  {label:34s} {mb:6.0f} MB over {n} processes")
                 self.results[f"{name}_rss"] = (mb, n)
         if "ceiling_rss" in self.results:
@@ -569,6 +641,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    " (bench/variants.py), to price that part; throughput only")
     p.add_argument("--skip-throughput", action="store_true")
     p.add_argument("--skip-burst", action="store_true")
+    p.add_argument("--skip-busy-inbox", action="store_true")
+    p.add_argument("--busy-inbox-events", type=int, default=1_000_000, help="events stored before the busy inbox's pushes")
+    p.add_argument("--busy-inbox-days", type=float, default=25, help="the stored events' received_at spread over this many days")
+    p.add_argument("--busy-inbox-duration", type=float, default=30, help="seconds of pushes in the busy inbox")
+    p.add_argument("--busy-inbox-interval", type=float, default=5, help="seconds between two reads of /metrics (and of /admin/)")
+    p.add_argument("--busy-inbox-rounds", type=int, default=1, help="busy inbox runs with reads, each after one without")
     p.add_argument("--seed", type=int, default=7)
     p.add_argument("--keep", action="store_true", help="keep the temp dir (logs, database)")
     return p.parse_args(argv)
@@ -579,6 +657,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.variant:
         args.skip_burst = True  # a variant drops work a push needs: the burst would never come true
+        args.skip_busy_inbox = True  # and the busy inbox is about the service as it runs
     if shutil.which("wrk") is None:
         print("wrk is not installed (Debian: apt-get install wrk; `make bench` does it)", file=sys.stderr)
         return 1
@@ -594,8 +673,11 @@ def main(argv: list[str] | None = None) -> int:
         if not args.skip_burst:
             print(f"\n2. burst: {args.orders * args.per_order} pushes with the worker running against the loopback provider")
             bench.burst()
+        if not args.skip_busy_inbox:
+            print(f"\n3. busy inbox: pushes while the inbox holds {args.busy_inbox_events:,} events and /metrics and /admin are read")
+            bench.busy_inbox()
         if not args.variant:  # a variant's memory is not the service's
-            print("\n3. peak memory (RSS)")
+            print("\n4. peak memory (RSS)")
             bench.memory()
     except (KeyboardInterrupt, Stop):
         print("\ninterrupted: stopping what the benchmark started", file=sys.stderr)

@@ -78,6 +78,9 @@ class Event(Base):
         Index("ix_events_status_received_at", "status", "received_at"),
         Index("ix_events_status_updated_at", "status", "updated_at"),
         Index("ix_events_source_received_at", "source", "received_at"),
+        # Covers inbox_counts' GROUP BY (/metrics, /admin): an index-only scan of a million events takes
+        # 0.1-0.16 s where the table's scan took 1.6 s on SQLite and 0.4 s (3 processes) on PostgreSQL.
+        Index("ix_events_source_status_kind_platform", "source", "status", "kind", "platform"),
     )
 
     id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
