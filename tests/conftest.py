@@ -327,6 +327,10 @@ def clean_state(request: pytest.FixtureRequest) -> Iterator[None]:
     """Each test starts with an empty database and freshly seeded providers."""
     if "app" in request.fixturenames or "worker" in request.fixturenames:
         app = request.getfixturevalue("app")
+        # A command run through CliRunner made its own app Celery's default, and a task called in the
+        # test would run in that app's context, on its engine, disposed with it: give ours back.
+        app.extensions["celery"].set_default()
+        app.extensions["celery"].set_current()
         services = app.extensions["receiver"]
         if _previous.get("worker"):
             settle_previous(services)
