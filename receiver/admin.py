@@ -31,7 +31,8 @@ bp = Blueprint("admin", __name__, url_prefix="/admin")
 log = logging.getLogger("receiver.admin")
 REALM = 'Basic realm="receiver admin"'
 PER_PAGE = 50
-MAX_PAGE = 10**6
+# Deeper pages are an OFFSET over that many rows; filter (status, source, order) to go further back.
+MAX_PAGE = 1000
 # An event page indents a body this small and this shallow; anything else is shown raw, cut to
 # SHOWN_BODY_BYTES, with a link to the whole body.
 PRETTY_BODY_BYTES = 64 * 1024
@@ -137,7 +138,7 @@ def inbox() -> str:
         dead_by_source=dead_by_source,
         total=total,
         page=page,
-        pages=max(1, -(-total // PER_PAGE)),
+        pages=min(MAX_PAGE, max(1, -(-total // PER_PAGE))),
         filters={"status": status, "source": source, "order": order},
         replayed=request.args.get("replayed"),
     )

@@ -20,6 +20,7 @@ from receiver.services import services
 bp = Blueprint("api", __name__, url_prefix="/api")
 log = logging.getLogger("receiver.api")
 MAX_PAGE_SIZE = 200
+MAX_PAGES = 1000  # an OFFSET of at most 200,000 rows: deeper, filter by status or source
 
 
 @bp.before_request
@@ -58,7 +59,7 @@ def get_order(source: str, order_id: str) -> Response:
 @bp.get("/events")
 def list_events() -> Response:
     """The inbox, newest first, filtered by status and source, a page at a time."""
-    page = int_arg("page", 1, 1, 10**6)
+    page = int_arg("page", 1, 1, MAX_PAGES)
     per_page = int_arg("per_page", 50, 1, MAX_PAGE_SIZE)
     stmt = select(Event)
     if status := request.args.get("status"):
