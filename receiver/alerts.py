@@ -8,10 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import queue
 import smtplib
-import threading
 import time
 from collections import Counter
 from datetime import timedelta
@@ -28,6 +25,7 @@ from receiver.config import AlertSettings
 from receiver.errors import TransientProviderError
 from receiver.models import Alert, AlertStatus, utcnow
 from receiver.orders import Change
+from receiver.publisher import ProcessThread
 from receiver.services import Services
 
 log = logging.getLogger("receiver.alerts")
@@ -109,39 +107,20 @@ def note_rejections(svc: Services, source: str, minute: int, refused: int) -> No
         raise_alert(svc, "push_rejections", source, title, {"count": count}, source)
 
 
-class RejectionCounter:
+class RejectionCounter(ProcessThread):
     """One per web process: refused pushes are counted on Redis by a thread, never in the request,
     so a hanging Redis cannot slow a flood of refusals into starving the pushes we take."""
 
-    MAX_PENDING = 100_000  # past this many uncounted refusals, more are dropped: the alert has fired
-
-    def __init__(self, app: Any) -> None:
-        self.app = app
-        self.pending: queue.Queue[tuple[str, int]] = queue.Queue(self.MAX_PENDING)
-        self.pid: int | None = None
-        self.lock = threading.Lock()
+    name = "rejections"
+    max_pending = 100_000  # past this many uncounted refusals, more are dropped: the alert has fired
 
     def note(self, source: str) -> None:
         """Count one refused push of `source`; never blocks, never raises."""
-        if self.pid != os.getpid():  # first use in this process (gunicorn forks after import)
-            with self.lock:
-                if self.pid != os.getpid():
-                    self.pending = queue.Queue(self.MAX_PENDING)
-                    threading.Thread(target=self._run, name="rejections", daemon=True).start()
-                    self.pid = os.getpid()
-        try:
-            self.pending.put_nowait((source, int(time.time() // 60)))
-        except queue.Full:
-            pass
+        self.put((source, int(time.time() // 60)))
 
     def _run(self) -> None:
         while True:
-            batch = [self.pending.get()]
-            while True:
-                try:
-                    batch.append(self.pending.get_nowait())
-                except queue.Empty:
-                    break
+            batch = self.take(self.max_pending)
             with self.app.app_context():
                 svc = self.app.extensions["receiver"]
                 for (source, minute), refused in Counter(batch).items():

@@ -18,6 +18,7 @@ import os
 import queue
 import threading
 import time
+from typing import Any
 
 from flask import Flask
 
@@ -26,35 +27,53 @@ BATCH = 200
 LINGER = 0.1  # seconds; a re-fetch waits this much longer, an acknowledgement not at all
 
 
-class Publisher:
-    """One per web process: a thread that publishes `process_event` for the ids it is given."""
+class ProcessThread:
+    """A queue that one daemon thread of this process drains, started on the first `put` in each
+    process (gunicorn forks after import): work handed off a request, never done in it."""
+
+    name = "background"
+    max_pending: int | None = None  # past this many waiting items, more are dropped
 
     def __init__(self, app: Flask) -> None:
         self.app = app
-        self.ids: queue.SimpleQueue[int] = queue.SimpleQueue()
+        self.items: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self.pid: int | None = None
         self.lock = threading.Lock()
 
-    def put(self, event_id: int) -> None:
-        """Queue an event's processing soon; never blocks, never raises."""
-        if self.pid != os.getpid():  # first use in this process (gunicorn forks after import)
+    def put(self, item: Any) -> None:
+        """Hand `item` to this process's thread; never blocks, never raises."""
+        if self.pid != os.getpid():
             with self.lock:
                 if self.pid != os.getpid():
-                    self.ids = queue.SimpleQueue()
-                    threading.Thread(target=self._run, name="publisher", daemon=True).start()
+                    self.items = queue.SimpleQueue()
+                    threading.Thread(target=self._run, name=self.name, daemon=True).start()
                     self.pid = os.getpid()
-        self.ids.put(event_id)
+        if self.max_pending is None or self.items.qsize() < self.max_pending:
+            self.items.put(item)
+
+    def take(self, limit: int, linger: float = 0.0) -> list[Any]:
+        """Wait for an item, linger, then take what else waits, up to `limit` in all."""
+        batch = [self.items.get()]
+        time.sleep(linger)
+        while len(batch) < limit:
+            try:
+                batch.append(self.items.get_nowait())
+            except queue.Empty:
+                break
+        return batch
+
+    def _run(self) -> None:
+        raise NotImplementedError
+
+
+class Publisher(ProcessThread):
+    """One per web process: a thread that publishes `process_event` for the ids it is given."""
+
+    name = "publisher"
 
     def _run(self) -> None:
         while True:
-            batch = [self.ids.get()]
-            time.sleep(LINGER)
-            while len(batch) < BATCH:
-                try:
-                    batch.append(self.ids.get_nowait())
-                except queue.Empty:
-                    break
-            self.publish(batch)
+            self.publish(self.take(BATCH, LINGER))
 
     def publish(self, batch: list[int]) -> None:
         """Publish a batch as one task; if that fails the events stay `received` for the sweeper."""
