@@ -13,6 +13,8 @@ from receiver.models import Base, Order
 from receiver.orders import apply_snapshot, is_stale
 from receiver.providers import LineSnapshot, OrderSnapshot
 
+pytestmark = pytest.mark.unit  # fast: no Redis, no worker, no server
+
 T0 = datetime(2026, 5, 20, 7, 40, tzinfo=timezone.utc)
 LINE = LineSnapshot("2542285634920880794", "736985424157", "5739035294244", "工装短裤", 3, 7533, 22599, 0, "waitbuyerpay")
 SNAP = OrderSnapshot(

@@ -23,6 +23,8 @@ from receiver.providers import OrderRef, RawPush, family_for
 from receiver.providers import dajisaas as spec
 from receiver.sandbox.dajisaas import SEED
 
+pytestmark = pytest.mark.unit  # fast: no Redis, no worker, no server
+
 SECRET = "daji-secret-unit"
 SOURCE = Source(
     name="daji",
