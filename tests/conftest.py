@@ -341,3 +341,58 @@ def clean_state(request: pytest.FixtureRequest) -> Iterator[None]:
             for table in (OrderChange, OrderLine, Order, Event, SpentNonce, Alert):
                 conn.execute(delete(table))
     yield
+
+
+# --- for the fast (`unit`) tests: no Redis, no worker, no server --------------------------------
+class FakeRedis:
+    """The few Redis commands the pipeline's claims use, on a dict, with expiry ignored: a fast test
+    never outlives a key."""
+
+    def __init__(self) -> None:
+        self.data: dict[str, Any] = {}
+        self.expiry: dict[str, float] = {}
+
+    def set(self, key: str, value: Any, nx: bool = False, ex: float | None = None) -> bool | None:
+        if nx and key in self.data:
+            return None
+        self.data[key] = str(value).encode()
+        if ex is not None:
+            self.expiry[key] = ex
+        return True
+
+    def get(self, key: str) -> Any:
+        return self.data.get(key)
+
+    def mget(self, keys: list[str]) -> list[Any]:
+        return [self.data.get(k) for k in keys]
+
+    def delete(self, *keys: str) -> int:
+        return sum(self.data.pop(k, None) is not None for k in keys)
+
+    def pipeline(self) -> "FakeRedis":
+        return self  # each command runs at once; execute() has nothing left to do
+
+    def execute(self) -> list[Any]:
+        return []
+
+
+@pytest.fixture
+def unit_services(tmp_path: Path) -> Iterator[Any]:
+    """Real Services on a fresh SQLite file (tables made from the models) and a FakeRedis: for fast tests."""
+    from receiver.config import Source
+    from receiver.models import Base
+    from receiver.services import Services
+
+    sources = {
+        name: Source(name=name, family=family, base_url=f"https://{prefix}.example", callback_token=TOKENS[name],
+                     credentials={**CREDENTIALS[name], **options})
+        for name, (family, prefix, options) in SOURCES.items()
+    }
+    settings = Settings(database_url=f"sqlite:///{tmp_path / 'unit.db'}", broker_url="redis://127.0.0.1:1/0",
+                        api_token=None, sources=sources, sources_file="", namespace="unit")
+    svc = Services(settings)
+    Base.metadata.create_all(svc.engine)
+    svc.__dict__["redis"] = FakeRedis()  # a cached_property: set here, never connected
+    yield svc
+    svc.engine.dispose()
+    svc.read_engine.dispose()
