@@ -345,8 +345,8 @@ def clean_state(request: pytest.FixtureRequest) -> Iterator[None]:
 
 # --- for the fast (`unit`) tests: no Redis, no worker, no server --------------------------------
 class FakeRedis:
-    """The few Redis commands the pipeline's claims use, on a dict, with expiry ignored: a fast test
-    never outlives a key."""
+    """The few Redis commands the pipeline and the alerts use, on a dict; expiry is noted, not applied:
+    a fast test never outlives a key."""
 
     def __init__(self) -> None:
         self.data: dict[str, Any] = {}
@@ -369,11 +369,34 @@ class FakeRedis:
     def delete(self, *keys: str) -> int:
         return sum(self.data.pop(k, None) is not None for k in keys)
 
-    def pipeline(self) -> "FakeRedis":
-        return self  # each command runs at once; execute() has nothing left to do
+    def incrby(self, key: str, amount: int) -> int:
+        self.data[key] = str(int(self.data.get(key, b"0")) + amount).encode()
+        return int(self.data[key])
+
+    def expire(self, key: str, seconds: float) -> bool:
+        self.expiry[key] = seconds
+        return key in self.data
+
+    def pipeline(self) -> "FakePipeline":
+        return FakePipeline(self)
+
+
+class FakePipeline:
+    """Redis's pipeline: commands queued (chainable), run in order by execute()."""
+
+    def __init__(self, redis: FakeRedis) -> None:
+        self.redis, self.queued = redis, []  # type: ignore[var-annotated]
+
+    def __getattr__(self, name: str) -> Callable[..., "FakePipeline"]:
+        def queue(*args: Any, **kwargs: Any) -> FakePipeline:
+            self.queued.append((getattr(self.redis, name), args, kwargs))
+            return self
+        return queue
 
     def execute(self) -> list[Any]:
-        return []
+        results = [command(*args, **kwargs) for command, args, kwargs in self.queued]
+        self.queued = []
+        return results
 
 
 @pytest.fixture
