@@ -380,6 +380,14 @@ class FakeRedis:
     def pipeline(self) -> "FakePipeline":
         return FakePipeline(self)
 
+    def register_script(self, script: str) -> Callable[..., int]:
+        """A Lua script stands in as: every call answers 0 (the rate limiter's "a token is free")."""
+        def run(keys: list[str], args: list[Any]) -> int:
+            self.scripts_run.append((keys, args))
+            return 0
+        self.scripts_run: list[tuple[list[str], list[Any]]] = getattr(self, "scripts_run", [])
+        return run
+
 
 class FakePipeline:
     """Redis's pipeline: commands queued (chainable), run in order by execute()."""

@@ -434,3 +434,22 @@ def test_pending_lists_untried_alerts_older_than_the_grace(svc: Any, monkeypatch
     with svc.engine.begin() as conn:
         conn.execute(Alert.__table__.update().where(Alert.id.in_(more)).values(created_at=old))
     assert alerts.pending(svc, limit=2) == [ids[0], more[0]]
+
+
+def test_refused_pushes_are_counted_by_a_thread_of_their_own(svc: Any) -> None:
+    import threading
+    import time as clock
+
+    app = Flask("unit")
+    app.extensions["receiver"] = svc
+    counter = alerts.RejectionCounter(app)
+    before = sum(t.name == "rejections" for t in threading.enumerate())
+    for _ in range(5):  # the push_rejections threshold
+        counter.note("xport")
+    deadline = clock.monotonic() + 5
+    while not stored(svc) and clock.monotonic() < deadline:
+        clock.sleep(0.01)
+    [alert] = stored(svc)
+    assert (alert.rule, alert.source, json.loads(alert.detail)) == ("push_rejections", "xport", {"count": 5})
+    assert sum(t.name == "rejections" for t in threading.enumerate()) == before + 1  # one thread per process
+    assert svc.redis.get(svc.key("rejections", "xport", str(int(T0 // 60)))) == b"5"

@@ -426,3 +426,15 @@ def test_stale_open_orders_skips_final_recent_and_recently_tried_ones(svc: Any, 
     assert [o.provider_order_id for o in pipeline.stale_open_orders(svc, "demo", 10)] == ["1", "5"]
     assert [o.provider_order_id for o in pipeline.stale_open_orders(svc, "demo", 1)] == ["1"]
     assert pipeline.stale_open_orders(svc, "thai", 10) == []
+
+
+def test_limited_http_takes_a_token_of_the_sources_bucket_per_call(svc: Any) -> None:
+    source = dataclasses.replace(svc.settings.sources["demo"], rate_limit=2.5, rate_burst=4)
+    calls: list[str] = []
+    svc.__dict__["http"] = SimpleNamespace(post=lambda url, **kw: calls.append(url) or "answer", get=lambda url, **kw: calls.append(url))
+    http = pipeline.limited_http(svc, source)
+    assert http.post("https://api.example/alibaba/order/page", json={}) == "answer"
+    http.get("https://api.example/open/order/refund/query")
+    assert calls == ["https://api.example/alibaba/order/page", "https://api.example/open/order/refund/query"]
+    assert svc.redis.scripts_run == [(["unit:ratelimit:demo"], [2.5, 4])] * 2
+    assert http.started is not None
