@@ -407,9 +407,9 @@ class FakePipeline:
         return results
 
 
-@pytest.fixture
-def unit_services(tmp_path: Path) -> Iterator[Any]:
-    """Real Services on a fresh SQLite file (tables made from the models) and a FakeRedis: for fast tests."""
+@pytest.fixture(scope="session")
+def unit_services_once(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """One Services on a SQLite file with tables made from the models, shared by the fast tests."""
     from receiver.config import Source
     from receiver.models import Base
     from receiver.services import Services
@@ -419,11 +419,28 @@ def unit_services(tmp_path: Path) -> Iterator[Any]:
                      credentials={**CREDENTIALS[name], **options})
         for name, (family, prefix, options) in SOURCES.items()
     }
-    settings = Settings(database_url=f"sqlite:///{tmp_path / 'unit.db'}", broker_url="redis://127.0.0.1:1/0",
+    path = tmp_path_factory.mktemp("unit") / "unit.db"
+    settings = Settings(database_url=f"sqlite:///{path}", broker_url="redis://127.0.0.1:1/0",
                         api_token=None, sources=sources, sources_file="", namespace="unit")
     svc = Services(settings)
     Base.metadata.create_all(svc.engine)
-    svc.__dict__["redis"] = FakeRedis()  # a cached_property: set here, never connected
     yield svc
     svc.engine.dispose()
     svc.read_engine.dispose()
+
+
+@pytest.fixture
+def unit_services(unit_services_once: Any) -> Iterator[Any]:
+    """Real Services on an emptied SQLite file and a FakeRedis, never connected: for fast tests."""
+    from receiver.models import Base
+
+    svc = unit_services_once
+    settings = svc.settings
+    svc.__dict__["redis"] = FakeRedis()  # a cached_property: set here
+    yield svc
+    svc.settings = settings  # tests change settings and stand-ins on the shared object: put them back
+    svc.__dict__.pop("redis", None)
+    svc.__dict__.pop("http", None)
+    with svc.engine.begin() as conn:
+        for table in reversed(Base.metadata.sorted_tables):
+            conn.execute(table.delete())

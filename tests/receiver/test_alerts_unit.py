@@ -59,12 +59,12 @@ def test_an_alert_is_stored_with_everything_people_read(svc: Any, caplog: pytest
     assert alert.dedupe_key == f"refund:demo:X:515:{int(T0 // WINDOW)}"
     assert alert.detail == '{"b": [1, 2], "refunded": 515}'
     assert (alert.status, alert.sinks, alert.attempts, alert.last_error) == (AlertStatus.PENDING, "", 0, None)
-    assert f"alert.refund source=demo order={ORDER} Refund on demo" in caplog.text
+    assert f"alert.refund source=demo order={ORDER} Refund on demo" in [r.getMessage() for r in caplog.records]  # the whole line, as logged
 
 
 def test_an_alert_without_source_or_order_logs_dashes(svc: Any, caplog: pytest.LogCaptureFixture) -> None:
     alerts.raise_alert(svc, "queue_backlog", "queue", "Backlog of 1500 tasks", {"waiting": 1500})
-    assert "alert.queue_backlog source=- order=- Backlog of 1500 tasks" in caplog.text
+    assert "alert.queue_backlog source=- order=- Backlog of 1500 tasks" in [r.getMessage() for r in caplog.records]  # the whole line, as logged
 
 
 def test_the_same_incident_is_raised_once_per_window(svc: Any, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -146,7 +146,7 @@ def test_a_broker_that_fails_leaves_the_alert_stored_and_logged(svc: Any, caplog
     with app.app_context():
         alert_id = alerts.raise_alert(svc, "refund", "k", "t", {})
     assert alert_id is not None and len(stored(svc)) == 1
-    assert f"alert.enqueue_failed alert={alert_id}" in caplog.text
+    assert f"alert.enqueue_failed alert={alert_id}" in [r.getMessage() for r in caplog.records]  # the whole line, as logged
 
 
 # --- order_alerts: the rules over a re-fetch's changes -------------------------------------------
@@ -415,7 +415,7 @@ def test_giving_up_marks_the_alert_failed_and_logs_it(svc: Any, caplog: pytest.L
     alert_id = raise_refund(svc)
     alerts.give_up(svc, alert_id)
     assert stored(svc)[0].status == AlertStatus.FAILED
-    assert f"alert.undeliverable alert={alert_id}" in caplog.text
+    assert f"alert.undeliverable alert={alert_id}" in [r.getMessage() for r in caplog.records]  # the whole line, as logged
 
 
 def test_pending_lists_untried_alerts_older_than_the_grace(svc: Any, monkeypatch: pytest.MonkeyPatch) -> None:

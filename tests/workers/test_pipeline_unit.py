@@ -130,7 +130,7 @@ def test_an_unexpected_error_is_dead_and_names_its_class(svc: Any, monkeypatch: 
     refetch_raising(monkeypatch, ValueError("quantity 2147483648 does not fit"))
     assert pipeline.handle_refetch(svc, WANTED, 0) == Outcome(EventStatus.DEAD)
     assert statuses(svc)[event] == (EventStatus.DEAD, 1, "ValueError: quantity 2147483648 does not fit")
-    assert f"refetch.unexpected source=demo order={ORDER}" in caplog.text
+    assert f"refetch.unexpected source=demo order={ORDER}" in [r.getMessage() for r in caplog.records]  # the whole line, as logged
 
 
 def test_the_last_transient_failure_kills_only_the_events_that_had_every_attempt(svc: Any, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -223,7 +223,7 @@ def test_an_event_that_names_an_order_wants_it_refetched(svc: Any) -> None:
 
 def test_a_missing_event_is_missing(svc: Any, caplog: pytest.LogCaptureFixture) -> None:
     assert pipeline.read_event(svc, 4242) == "missing"
-    assert "event.missing event=4242" in caplog.text
+    assert "event.missing event=4242" in [r.getMessage() for r in caplog.records]  # the whole line, as logged
 
 
 @pytest.mark.parametrize("status", [EventStatus.PROCESSED, EventStatus.IGNORED, EventStatus.DEAD])
@@ -375,7 +375,7 @@ def test_refetch_order_applies_the_providers_truth_and_reports_changes(svc: Any,
     assert [(c.field, c.old, c.new) for c in changes] == [("discount", 0, 155), ("total_amount", 23344, 23189)]
     [order] = held(svc)
     assert (order.total_amount, order.version, order.fetched_at) == (23189, 2, provider.started)
-    assert f"order.changed source=demo order={ORDER} fields=discount,total_amount cause=event:8" in caplog.text
+    assert f"order.changed source=demo order={ORDER} fields=discount,total_amount cause=event:8" in [r.getMessage() for r in caplog.records]  # the whole line, as logged
     with svc.Session() as session:
         [alert] = session.scalars(select(Alert))
     assert alert.rule == "price_corrected"
