@@ -353,6 +353,8 @@ class FakeRedis:
         self.expiry: dict[str, float] = {}
 
     def set(self, key: str, value: Any, nx: bool = False, ex: float | None = None) -> bool | None:
+        if value is None:  # as redis-py: only bytes, strings and numbers are stored
+            raise redis.exceptions.DataError("Invalid input of type: 'NoneType'")
         if nx and key in self.data:
             return None
         self.data[key] = str(value).encode()

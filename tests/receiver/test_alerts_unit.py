@@ -453,3 +453,16 @@ def test_refused_pushes_are_counted_by_a_thread_of_their_own(svc: Any) -> None:
     assert (alert.rule, alert.source, json.loads(alert.detail)) == ("push_rejections", "xport", {"count": 5})
     assert sum(t.name == "rejections" for t in threading.enumerate()) == before + 1  # one thread per process
     assert svc.redis.get(svc.key("rejections", "xport", str(int(T0 // 60)))) == b"5"
+
+
+def test_pending_at_the_edge_of_the_grace(svc: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    from datetime import datetime, timedelta, timezone
+
+    now = datetime(2026, 5, 20, 8, 0, tzinfo=timezone.utc)
+    monkeypatch.setattr(alerts, "utcnow", lambda: now)
+    edge, past = (alerts.raise_alert(svc, "dead_letter", k, "t", {}) for k in ("edge", "past"))
+    with svc.engine.begin() as conn:
+        conn.execute(Alert.__table__.update().where(Alert.id == edge).values(created_at=now - timedelta(seconds=svc.settings.sweep_grace)))
+        conn.execute(Alert.__table__.update().where(Alert.id == past).values(
+            created_at=now - timedelta(seconds=svc.settings.sweep_grace, milliseconds=1)))
+    assert alerts.pending(svc) == [past]

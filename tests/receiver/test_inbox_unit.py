@@ -125,9 +125,10 @@ def test_a_spent_nonce_is_spent_once(unit_services: Any) -> None:
     assert events(unit_services) == []
 
 
-def test_forget_nonces_keeps_twice_the_window(unit_services: Any) -> None:
+def test_forget_nonces_keeps_twice_the_window(unit_services: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     now = utcnow()
-    for nonce, age in (("old", 7300), ("edge", 7100), ("new", 10)):
+    monkeypatch.setattr(inbox, "utcnow", lambda: now)
+    for nonce, age in (("old", 7201), ("edge", 7200), ("new", 10)):
         with unit_services.engine.begin() as conn:
             conn.execute(SpentNonce.__table__.insert().values(source="demo", nonce=nonce, seen_at=now - timedelta(seconds=age)))
     assert inbox.forget_nonces(unit_services.engine, 3600) == 1
@@ -150,18 +151,24 @@ def test_mark_queued_moves_only_waiting_events(unit_services: Any) -> None:
     ids = store_many(unit_services, ("demo", "price", None), ("demo", "price", EventStatus.IGNORED), ("demo", "price", None))
     with unit_services.engine.begin() as conn:
         conn.execute(update(Event).where(Event.id == ids[2]).values(status=EventStatus.DEAD))
+    other = store_many(unit_services, ("demo", "price", None))[0]
+    old = utcnow() - timedelta(minutes=5)
+    with unit_services.engine.begin() as conn:
+        conn.execute(update(Event).values(updated_at=old))
     inbox.mark_queued(unit_services.engine, ids)
-    assert [e.status for e in events(unit_services)] == [EventStatus.QUEUED, EventStatus.IGNORED, EventStatus.DEAD]
+    got = {e.id: (e.status, e.updated_at > old) for e in events(unit_services)}
+    assert got == {ids[0]: (EventStatus.QUEUED, True), ids[1]: (EventStatus.IGNORED, False), ids[2]: (EventStatus.DEAD, False),
+                   other: (EventStatus.RECEIVED, False)}
 
 
 def test_counts_by_source_status_kind_and_platform(unit_services: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(inbox, "_counts", {})
     store_many(unit_services, ("demo", "price", None), ("demo", "price", None), ("demo", "refund", EventStatus.IGNORED),
-               ("thai", "status", None))
+               ("thai", "status", None), ("thai", "refund", None))
     counts = inbox.inbox_counts(unit_services.read_engine, 0)
     assert counts == {("demo", "received", "price", "1688"): 2, ("demo", "ignored", "refund", None): 1,
-                      ("thai", "received", "status", "1688"): 1}
-    assert inbox.status_counts(unit_services.read_engine, 0) == {("demo", "received"): 2, ("demo", "ignored"): 1, ("thai", "received"): 1}
+                      ("thai", "received", "status", "1688"): 1, ("thai", "received", "refund", "1688"): 1}
+    assert inbox.status_counts(unit_services.read_engine, 0) == {("demo", "received"): 2, ("demo", "ignored"): 1, ("thai", "received"): 2}
 
 
 def test_counts_may_be_as_old_as_the_ttl(unit_services: Any, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -438,3 +438,91 @@ def test_limited_http_takes_a_token_of_the_sources_bucket_per_call(svc: Any) -> 
     assert calls == ["https://api.example/alibaba/order/page", "https://api.example/open/order/refund/query"]
     assert svc.redis.scripts_run == [(["unit:ratelimit:demo"], [2.5, 4])] * 2
     assert http.started is not None
+
+
+def test_only_the_events_asked_for_are_exhausted_or_reopened(svc: Any) -> None:
+    asked, other = add_event(svc, status=EventStatus.DEAD, attempts=5), add_event(svc, status=EventStatus.DEAD, attempts=5)
+    assert pipeline._exhausted(svc, [asked]) == [asked]
+    old = utcnow() - timedelta(hours=1)
+    with svc.engine.begin() as conn:
+        conn.execute(update(Event).values(updated_at=old))
+    assert pipeline.reopen(svc, [asked]) == [asked]
+    with svc.Session() as session:
+        reopened, left = session.get(Event, asked), session.get(Event, other)
+        assert (reopened.status, left.status) == (EventStatus.RECEIVED, EventStatus.DEAD)
+        assert reopened.updated_at > old and left.updated_at == old  # the sweeper counts its grace from the replay
+
+
+@pytest.fixture
+def frozen_now(monkeypatch: pytest.MonkeyPatch) -> datetime:
+    """The pipeline's utcnow, stopped."""
+    now = datetime(2026, 5, 20, 8, 0, tzinfo=timezone.utc)
+    monkeypatch.setattr(pipeline, "utcnow", lambda: now)
+    return now
+
+
+def test_stuck_events_at_the_edges_of_their_grace(svc: Any, frozen_now: datetime) -> None:
+    grace, lost = timedelta(seconds=60), timedelta(seconds=120)
+    add_event(svc, updated_at=frozen_now - grace)  # exactly at the edge: not yet stuck
+    received_past = add_event(svc, updated_at=frozen_now - grace - timedelta(milliseconds=1))
+    add_event(svc, status=EventStatus.FAILED, updated_at=frozen_now - lost)
+    failed_past = add_event(svc, status=EventStatus.FAILED, updated_at=frozen_now - lost - timedelta(milliseconds=1))
+    assert pipeline.stuck_events(svc) == [received_past, failed_past]
+
+
+def test_stuck_events_come_a_thousand_at_a_time(svc: Any, frozen_now: datetime) -> None:
+    old = frozen_now - timedelta(hours=1)
+    rows = [dict(source="demo", message_type="T", kind="price", platform="1688", order_id=ORDER, dedupe_key=f"bulk-{n}", body_sha256="0" * 64,
+                 content_type="application/json", headers="{}", body=b"{}", status=EventStatus.RECEIVED, attempts=0, received_at=old,
+                 updated_at=old) for n in range(1001)]
+    with svc.engine.begin() as conn:
+        conn.execute(Event.__table__.insert(), rows)
+    stuck = pipeline.stuck_events(svc)
+    assert len(stuck) == 1000 and stuck == sorted(stuck)
+
+
+def test_select_for_replay_includes_the_first_moment(svc: Any) -> None:
+    at = datetime(2026, 5, 20, 8, 0, tzinfo=timezone.utc)
+    on_time = add_event(svc, status=EventStatus.DEAD, updated_at=at)
+    add_event(svc, status=EventStatus.DEAD, updated_at=at - timedelta(milliseconds=1))
+    assert pipeline.select_for_replay(svc, EventStatus.DEAD, "demo", at) == [on_time]
+
+
+def test_stale_open_orders_at_the_edge_and_past_tried_ones(svc: Any, provider: Any, frozen_now: datetime) -> None:
+    source = svc.settings.sources["demo"]
+    older = frozen_now - timedelta(seconds=svc.settings.refresh_open_after)
+    for n in range(1, 7):
+        provider.snaps, provider.started = [[dataclasses.replace(SNAP, provider_order_id=str(n), lines=())]], older - timedelta(seconds=7 - n)
+        pipeline.refetch_order(svc, source, OrderRef("1688", str(n)), "refetch")
+    with svc.engine.begin() as conn:
+        conn.execute(update(Order).where(Order.provider_order_id == "6").values(fetched_at=older))  # exactly at the edge: not yet
+    for n in range(1, 5):
+        pipeline.note_refresh(svc, "demo", str(n))
+    assert [o.provider_order_id for o in pipeline.stale_open_orders(svc, "demo", 1)] == []  # 4 candidates, all tried
+    assert [o.provider_order_id for o in pipeline.stale_open_orders(svc, "demo", 2)] == ["5"]
+
+
+def test_reconcile_applies_with_the_fetch_start_and_says_what_it_repaired(svc: Any, provider: Any, caplog: pytest.LogCaptureFixture,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    caplog.set_level(logging.INFO, "workers.pipeline")
+    source = svc.settings.sources["demo"]
+    seen: list[Any] = []
+    monkeypatch.setattr(pipeline, "limited_http", lambda s, src: seen.append((s, src)) or FakeLimited(provider.started))
+    family = family_for("xportcn")
+    listed: list[Any] = []
+    original = family.list_orders
+    monkeypatch.setattr(family, "list_orders", lambda http, src, since, until: listed.append((http, src)) or original(http, src, since, until))
+    provider.pages = [[dataclasses.replace(SNAP, currency="CNY")]]
+    pipeline.refetch_order(svc, source, WANTED.ref, "event:1")
+    provider.pages = [[dataclasses.replace(SNAP, total_amount=22000)]]
+    provider.started += timedelta(seconds=3)
+    pipeline.reconcile(svc, source, datetime(2026, 5, 19, tzinfo=timezone.utc), datetime(2026, 5, 20, tzinfo=timezone.utc))
+    assert seen[-1] == (svc, source) and isinstance(listed[0][0], FakeLimited) and listed[0][1] is source
+    [order] = held(svc)
+    assert order.fetched_at == provider.started
+    with svc.Session() as session:
+        causes = {c.field: c.cause for c in session.get(Order, order.id).changes}
+        [alert] = session.scalars(select(Alert))
+    assert causes["total_amount"] == "reconcile"
+    assert (alert.source, alert.order_id, json.loads(alert.detail)["currency"]) == ("demo", ORDER, "CNY")
+    assert "reconcile.repaired source=demo orders=1 changed=1" in [r.getMessage() for r in caplog.records]
