@@ -236,6 +236,7 @@ def test_refused_pushes_alert_once_when_a_minute_crosses_the_threshold(svc: Any)
     assert (alert.rule, alert.source, alert.title) == (
         "push_rejections", "demo", "5 refused pushes for demo within a minute: a misconfigured provider, or an attack")
     assert json.loads(alert.detail) == {"count": 5}
+    assert alert.dedupe_key == f"push_rejections:demo:{int(T0) // WINDOW}"
     key = svc.key("rejections", "demo", str(minute))
     assert svc.redis.get(key) == b"9" and svc.redis.expiry[key] == 120
 
@@ -466,3 +467,12 @@ def test_pending_at_the_edge_of_the_grace(svc: Any, monkeypatch: pytest.MonkeyPa
         conn.execute(Alert.__table__.update().where(Alert.id == past).values(
             created_at=now - timedelta(seconds=svc.settings.sweep_grace, milliseconds=1)))
     assert alerts.pending(svc) == [past]
+
+
+def test_a_minute_already_over_the_threshold_alerts_no_more_whatever_the_window(svc: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    with_alerts(svc, dedupe_window=1)
+    minute = int(T0 // 60)
+    alerts.note_rejections(svc, "demo", minute, 5)
+    at(monkeypatch, T0 + 2)  # another dedupe window, the same minute of pushes
+    alerts.note_rejections(svc, "demo", minute, 3)
+    assert [json.loads(a.detail) for a in stored(svc)] == [{"count": 5}]

@@ -195,6 +195,7 @@ def test_purge_deletes_old_events_in_the_statuses_asked(unit_services: Any, monk
     assert inbox.purge_events(unit_services.engine, (EventStatus.PROCESSED, EventStatus.IGNORED), before) == 2
     assert [e.id for e in events(unit_services)] == [ids[3]]
     assert inbox.purge_events(unit_services.engine, (EventStatus.DEAD,), old - timedelta(seconds=1)) == 0
+    assert inbox.purge_events(unit_services.engine, (EventStatus.DEAD,), old) == 0  # untouched since exactly then: kept
 
 
 def test_purge_goes_a_batch_at_a_time(unit_services: Any, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -209,6 +210,7 @@ def test_purge_goes_a_batch_at_a_time(unit_services: Any, monkeypatch: pytest.Mo
 
 
 def test_purge_stops_at_its_budget(unit_services: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(inbox, "time", SimpleNamespace(monotonic=lambda: 1000.0, sleep=time.sleep))  # no time passes
     ids = store_many(unit_services, ("demo", "price", None))
     with unit_services.engine.begin() as conn:
         conn.execute(update(Event).where(Event.id.in_(ids)).values(status=EventStatus.PROCESSED, updated_at=utcnow() - timedelta(days=40)))
