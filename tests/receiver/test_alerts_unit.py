@@ -210,6 +210,7 @@ def test_an_order_closed_after_we_saw_it_open_is_alerted(svc: Any, new: str) -> 
     assert titles(svc) == [f"Order 2257164624870311973 at daji is {new} (was awaiting_shipment)"]
     [alert] = stored(svc)
     assert json.loads(alert.detail) == {"old": "awaiting_shipment", "new": new}
+    assert (alert.source, alert.order_id) == ("daji", "2257164624870311973")
     assert alert.dedupe_key == f"order_closed:daji:2257164624870311973:{int(T0) // WINDOW}"
 
 
@@ -476,3 +477,71 @@ def test_a_minute_already_over_the_threshold_alerts_no_more_whatever_the_window(
     at(monkeypatch, T0 + 2)  # another dedupe window, the same minute of pushes
     alerts.note_rejections(svc, "demo", minute, 3)
     assert [json.loads(a.detail) for a in stored(svc)] == [{"count": 5}]
+
+
+def test_a_detail_with_times_and_decimals_is_stored_as_text(svc: Any) -> None:
+    from datetime import datetime, timezone
+    from decimal import Decimal
+
+    alerts.raise_alert(svc, "dead_letter", "k", "t", {"at": datetime(2026, 5, 20, 8, 0, tzinfo=timezone.utc), "yuan": Decimal("63.30")})
+    assert json.loads(stored(svc)[0].detail) == {"at": "2026-05-20 08:00:00+00:00", "yuan": "63.30"}
+
+
+def test_a_retry_skips_every_sink_already_reached(delivering: Any) -> None:
+    svc = delivering
+    svc.http.answers = {"slack": 502}
+    alert_id = raise_refund(svc)
+    with pytest.raises(TransientProviderError):
+        alerts.deliver(svc, alert_id)
+    assert stored(svc)[0].sinks == "email,webhook"
+    svc.http.answers, svc.http.posts, FakeSMTP.sessions = {}, [], []
+    assert alerts.deliver(svc, alert_id) == AlertStatus.DELIVERED
+    assert [url for url, *_ in svc.http.posts] == ["https://hooks.example/slack"] and FakeSMTP.sessions == []
+
+
+class RecordingSMTP(FakeSMTP):
+    """Keeps the message as sent."""
+
+    sent: list[Any] = []
+
+    def send_message(self, msg: Any) -> None:
+        RecordingSMTP.sent.append(msg)
+
+
+def test_the_email_body_is_the_payload_as_indented_json_in_its_own_script(delivering: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    svc = delivering
+    monkeypatch.setattr(alerts.smtplib, "SMTP", RecordingSMTP)
+    RecordingSMTP.sent = []
+    alert_id = alerts.raise_alert(svc, "order_closed", "k", "订单 2257164624870311973 已关闭", {"old": "shipped", "new": "closed"})
+    alerts.deliver(svc, alert_id)
+    [msg] = RecordingSMTP.sent
+    body = msg.get_content()
+    payload = json.loads(body)
+    assert body == json.dumps(payload, indent=2, ensure_ascii=False) + "\n"
+    assert "订单 2257164624870311973 已关闭" in body
+
+
+def test_a_count_that_fails_in_the_thread_is_logged_and_the_thread_lives_on(svc: Any, monkeypatch: pytest.MonkeyPatch,
+                                                                           caplog: pytest.LogCaptureFixture) -> None:
+    import time as clock
+
+    calls: list[tuple[str, int]] = []
+
+    def flaky(s: Any, source: str, minute: int, refused: int) -> None:
+        calls.append((source, refused))
+        if source == "thai":
+            raise RuntimeError("database is locked")
+
+    monkeypatch.setattr(alerts, "note_rejections", flaky)
+    app = Flask("unit")
+    app.extensions["receiver"] = svc
+    counter = alerts.RejectionCounter(app)
+    counter.note("thai")
+    deadline = clock.monotonic() + 5
+    while "alert.rejections_uncounted source=thai" not in [r.getMessage() for r in caplog.records] and clock.monotonic() < deadline:
+        clock.sleep(0.01)
+    counter.note("demo")
+    while ("demo", 1) not in calls and clock.monotonic() < deadline:
+        clock.sleep(0.01)
+    assert "alert.rejections_uncounted source=thai" in [r.getMessage() for r in caplog.records]
+    assert calls == [("thai", 1), ("demo", 1)]

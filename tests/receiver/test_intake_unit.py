@@ -127,8 +127,9 @@ def test_the_right_token_passes() -> None:
 
 @pytest.mark.parametrize("token", [None, "", TOKENS["demo"][:-1], TOKENS["demo"] + "0", TOKENS["demo"].upper(), TOKENS["daji"]])
 def test_a_missing_or_wrong_token_is_refused(token: str | None) -> None:
-    with pytest.raises(BadToken, match="missing or wrong token"):
+    with pytest.raises(BadToken) as err:
         intake.check_token(source(), token)
+    assert err.value.message == "missing or wrong token"
 
 
 # --- check_fresh --------------------------------------------------------------------------------
@@ -230,7 +231,8 @@ def test_a_malformed_signed_push_spends_its_nonce(unit_services: Any) -> None:
         intake.accept(unit_services, "demo", TOKENS["demo"], None, dataclasses.replace(raw, body=json.dumps(price_push()).encode()))
 
 
-def test_a_body_the_parser_chokes_on_is_malformed_not_a_crash(unit_services: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_body_the_parser_chokes_on_is_malformed_not_a_crash(unit_services: Any, monkeypatch: pytest.MonkeyPatch,
+                                                              caplog: pytest.LogCaptureFixture) -> None:
     def choke(*args: Any) -> Any:
         raise KeyError("messageBody")
 
@@ -239,17 +241,21 @@ def test_a_body_the_parser_chokes_on_is_malformed_not_a_crash(unit_services: Any
     with pytest.raises(MalformedPush) as err:
         intake.accept(unit_services, "demo", TOKENS["demo"], None, raw)
     assert (err.value.message, err.value.field) == ("body could not be read", "body")
+    assert "callback.parse_failed source=demo" in [r.getMessage() for r in caplog.records]
     with unit_services.engine.connect() as conn:  # its nonce is spent all the same
         assert conn.scalar(select(func.count()).select_from(SpentNonce)) == 1
 
 
-def test_a_push_that_cannot_be_stored_is_refused_for_a_retry(unit_services: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_push_that_cannot_be_stored_is_refused_for_a_retry(unit_services: Any, monkeypatch: pytest.MonkeyPatch,
+                                                              caplog: pytest.LogCaptureFixture) -> None:
     def down(*args: Any, **kwargs: Any) -> Any:
         raise OperationalError("INSERT", {}, Exception("database is locked"))
 
     monkeypatch.setattr(intake, "store_push", down)
-    with pytest.raises(StoreUnavailable, match="could not store the push, retry later"):
+    with pytest.raises(StoreUnavailable) as err:
         intake.accept(unit_services, "demo", TOKENS["demo"], None, signed_push(price_push()))
+    assert err.value.message == "could not store the push, retry later"
+    assert "callback.store_failed source=demo" in [r.getMessage() for r in caplog.records]
 
 
 def test_spend_without_a_nonce_touches_nothing(unit_services: Any) -> None:

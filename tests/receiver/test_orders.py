@@ -176,3 +176,11 @@ def test_order_json_shows_the_order_its_lines_and_history(session: Session) -> N
                                "quantity": 3, "price": 7533, "amount": 22599, "refund_amount": 0, "raw_status": "waitbuyerpay"}]
     assert shown["history"][0] == {"field": "order_no", "old": None, "new": "1232742280398373686", "at": shown["history"][0]["at"], "cause": "event:1"}
     assert len(shown["history"]) == 11  # every field but purchase_id (none), and the line
+
+
+def test_the_same_provider_order_id_in_two_sources_is_two_orders(session: Session) -> None:
+    apply_snapshot(session, "demo", SNAP, T0, "event:1")
+    session.flush()
+    assert [c.field for c in apply_snapshot(session, "thai", dataclasses.replace(SNAP, total_amount=23189), T0, "event:2")][:1] == ["order_no"]
+    session.flush()
+    assert sorted((o.source, o.total_amount) for o in session.query(Order)) == [("demo", 23344), ("thai", 23189)]

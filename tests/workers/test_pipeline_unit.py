@@ -526,3 +526,22 @@ def test_reconcile_applies_with_the_fetch_start_and_says_what_it_repaired(svc: A
     assert causes["total_amount"] == "reconcile"
     assert (alert.source, alert.order_id, json.loads(alert.detail)["currency"]) == ("demo", ORDER, "CNY")
     assert "reconcile.repaired source=demo orders=1 changed=1" in [r.getMessage() for r in caplog.records]
+
+
+def test_a_refetch_covers_only_its_sources_events_and_stamps_the_attempt(svc: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    old = utcnow() - timedelta(minutes=5)
+    mine, theirs = add_event(svc, updated_at=old), add_event(svc, source="thai", updated_at=old)  # one order id, two sources
+    refetch_raising(monkeypatch, TransientProviderError("HTTP 502"))
+    pipeline.handle_refetch(svc, WANTED, 0)
+    with svc.Session() as session:
+        a, b = session.get(Event, mine), session.get(Event, theirs)
+        assert (a.status, a.attempts, b.status, b.attempts) == (EventStatus.FAILED, 1, EventStatus.RECEIVED, 0)
+        assert a.updated_at > old and b.updated_at == old
+
+
+def test_a_dead_letter_alert_is_one_per_order_and_window(svc: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    add_event(svc)
+    refetch_raising(monkeypatch, PermanentProviderError("order not found"))
+    pipeline.handle_refetch(svc, WANTED, 0)
+    [alert] = dead_letters(svc)
+    assert alert.dedupe_key.startswith(f"dead_letter:demo order {ORDER}:")

@@ -179,3 +179,9 @@ def test_what_is_not_a_finite_number_is_refused_naming_it(value: Any) -> None:
 def test_a_discount_is_fen_already() -> None:
     assert model.order_snapshot(record(discount="155")).discount == 155
     assert model.order_snapshot(record(discount=12.5)).discount == 13
+
+
+def test_an_odd_order_amount_is_logged_by_its_key(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING, "receiver.providers.alibaba")
+    assert model.order_snapshot(record(totalAmount="n/a")).total_amount == 0
+    assert f"alibaba.odd_amount order={DOC_ORDER} field=totalAmount value='n/a'" in [r.getMessage() for r in caplog.records]

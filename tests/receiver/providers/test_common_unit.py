@@ -122,8 +122,9 @@ def test_an_error_code_is_transient_only_when_listed(code: Any, error: type[Exce
 
 @pytest.mark.parametrize("answer", [[], "ok", None, {"data": []}, {"msg": "no code"}])
 def test_an_answer_without_a_code_is_permanent(answer: Any) -> None:
-    with pytest.raises(PermanentProviderError, match="answer has no code"):
+    with pytest.raises(PermanentProviderError) as err:
         answer_data(answer, "msg", CODES)
+    assert err.value.message == "answer has no code"
 
 
 # --- order_records and as_int ------------------------------------------------------------------
@@ -145,7 +146,7 @@ def test_as_int_reads_integers_and_digit_strings(value: Any, number: int) -> Non
     assert as_int(value, "purchaseAmount") == number
 
 
-@pytest.mark.parametrize("value", [True, False, 63.3, "63.30", "", "1e3", [1], {"fen": 1}])
+@pytest.mark.parametrize("value", [True, False, 63.3, "63.30", "", "1e3", "X12", [1], {"fen": 1}])
 def test_as_int_refuses_what_is_no_integer_naming_the_field(value: Any) -> None:
     with pytest.raises(PermanentProviderError) as err:
         as_int(value, "purchaseAmount")

@@ -78,10 +78,12 @@ def test_no_scheme_matches_another_secrets_signature() -> None:
         (RawPush({}, b"message=%FF%FE&_dj_signature=x", "application/x-www-form-urlencoded"), "form is not valid UTF-8", "body"),
         (RawPush({}, b"message=a&message=b&_dj_signature=x", "application/x-www-form-urlencoded"),
          "form field message given more than once", "message"),
+        (RawPush({}, b"message=&message=b&_dj_signature=x", "application/x-www-form-urlencoded"),
+         "form field message given more than once", "message"),
         (form({"_dj_signature": "x"}), "form has no message", "message"),
         (form({"message": "", "_dj_signature": "x"}), "form has no message", "message"),
     ],
-    ids=["json", "text", "not utf-8", "message twice", "no message", "blank message"],
+    ids=["json", "text", "not utf-8", "message twice", "blank and given", "no message", "blank message"],
 )
 def test_a_form_that_cannot_be_read_says_why(raw: RawPush, message: str, field: str) -> None:
     for step in (FAMILY.authenticate, FAMILY.parse_push):
@@ -90,7 +92,8 @@ def test_a_form_that_cannot_be_read_says_why(raw: RawPush, message: str, field: 
         assert (err.value.message, err.value.field) == (message, field)
 
 
-@pytest.mark.parametrize("content_type", ["application/x-www-form-urlencoded", " Application/X-WWW-Form-Urlencoded ; charset=UTF-8"])
+@pytest.mark.parametrize("content_type", ["application/x-www-form-urlencoded", " Application/X-WWW-Form-Urlencoded ; charset=UTF-8",
+                                          "application/x-www-form-urlencoded; charset=UTF-8; boundary=x"])
 def test_the_form_content_type_is_read_as_http_does(content_type: str) -> None:
     text = trade()
     raw = form({"message": text, "_dj_signature": spec.sign(SECRET, text)}, content_type)
@@ -346,3 +349,28 @@ def test_an_unreadable_order_of_a_page_is_logged_and_skipped(caplog: pytest.LogC
 def test_held_order_refs() -> None:
     assert FAMILY.held_order_ref("1688", ORDER, None, None) == OrderRef("1688", ORDER)
     assert FAMILY.held_order_ref("taobao", "200002638011", None, "200002638011") is None
+
+
+def test_ids_of_exactly_64_characters_are_ids() -> None:
+    trade_push = FAMILY.parse_push(SOURCE, form({"message": trade(msg_id="7" * 64, orderId="8" * 64)}))
+    assert trade_push.order == OrderRef("1688", "8" * 64)
+    taobao_push = FAMILY.parse_push(SOURCE, form({"message": json.dumps({"message_type": 3, "data": {"purchase_id": "9" * 64}})}))
+    assert taobao_push.order is not None and taobao_push.order.order_id == "9" * 64
+
+
+def test_a_taobao_message_missing_its_fields_has_a_stable_key() -> None:
+    push = FAMILY.parse_push(SOURCE, form({"message": json.dumps({"message_type": 3})}))
+    assert push.dedupe_key == hashlib.sha256("|".join(["daji", "taobao", "", "None", "3", "None", "", ""]).encode()).hexdigest()
+
+
+@pytest.mark.parametrize(("data", "message"), [({"result": {"a": 1}, "totalRecord": 1}, "answer data.result is not a list of orders")])
+def test_a_list_page_that_cannot_be_read_says_why(data: Any, message: str) -> None:
+    with pytest.raises(PermanentProviderError) as err:
+        list(FAMILY.list_orders(Recorder(view(data)), SOURCE, datetime(2026, 5, 19, tzinfo=timezone.utc), datetime(2026, 5, 20, tzinfo=timezone.utc)))  # type: ignore[arg-type]
+    assert err.value.message == message
+
+
+def test_a_list_answer_without_data_is_an_empty_list() -> None:
+    http = Recorder(view("no page"))
+    assert list(FAMILY.list_orders(http, SOURCE, datetime(2026, 5, 19, tzinfo=timezone.utc), datetime(2026, 5, 20, tzinfo=timezone.utc))) == []  # type: ignore[arg-type]
+    assert len(http.calls) == 1

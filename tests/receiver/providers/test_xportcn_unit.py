@@ -471,6 +471,7 @@ def with_refund(refund_status: int = 100, refund_id: str | None = "RF88") -> dic
     ("record", "refunds", "refund"),
     [
         (with_refund(), {"RF88": refund_case(1295)}, 1295),  # by its refund id
+        (with_refund(), {"RF88": refund_case(1295, line="")}, 1295),  # by its refund id alone
         (with_refund(), {"RF88": refund_case(1295, status=20)}, 0),  # a case not yet refunded
         (with_refund(refund_id=None), {"RF99": refund_case(1295)}, 1295),  # not linked yet: by its purchase line
         (with_refund(refund_id=None), {"RF99": refund_case(1295, line="200058578340")}, 5980),  # another line's case
@@ -478,7 +479,7 @@ def with_refund(refund_status: int = 100, refund_id: str | None = "RF88") -> dic
         (with_refund(refund_status=20, refund_id=None), {}, 0),
         (with_refund(refund_status=100), {"RF77": refund_case(700, line="")}, 5980),
     ],
-    ids=["by refund id", "case not refunded", "by purchase line", "other line", "list refunded", "list not refunded", "case with no line"],
+    ids=["by refund id", "by refund id alone", "case not refunded", "by purchase line", "other line", "list refunded", "list not refunded", "case with no line"],
 )
 def test_a_taobao_line_refund(record: dict[str, Any], refunds: dict[str, Any], refund: int) -> None:
     snap = spec._taobao_order(record, refunds)
@@ -502,3 +503,90 @@ def test_a_refund_case_with_an_unreadable_fee_is_refused_naming_it() -> None:
 @pytest.mark.parametrize(("value", "parsed"), [({"a": 1}, {"a": 1}), ('{"a": 1}', {"a": 1}), ("[1]", {}), ("{bad", {}), (None, {}), (7, {})])
 def test_json_field(value: Any, parsed: dict[str, Any]) -> None:
     assert spec._json_field(value) == parsed
+
+
+def test_ids_of_exactly_64_characters_are_ids() -> None:
+    for body, platform in (({"orderId": "1" * 64}, 1), ({"salesOrderId": "2" * 64}, 0)):
+        assert FAMILY.parse_push(source(), raw(envelope(body=body, platform=platform))).order is not None
+
+
+def test_a_taobao_body_with_no_sub_orders_names_its_sales_order() -> None:
+    body = {"salesOrderId": "1192794693444829414", "purchaseOrderPriceDTO": {"purchaseTotalFee": 6330}}
+    assert spec.body_ids("taobao", "taobao", body) == {"orderNo": "1192794693444829414"}
+
+
+def test_integer_timestamps_tell_messages_apart() -> None:
+    one, two = (FAMILY.parse_push(source(), raw(envelope(timestamp=t))) for t in (1779263269913, 1779263269914))
+    assert one.dedupe_key != two.dedupe_key
+
+
+def test_a_taobao_line_unreadable_refund_status_is_named() -> None:
+    record = with_refund(refund_id=None)
+    record["subOrderVOS"][0]["refundStatus"] = "done"
+    with pytest.raises(PermanentProviderError) as err:
+        spec._taobao_order(record, {})
+    assert err.value.message == "refundStatus is not an integer: 'done'"
+
+
+def test_a_taobao_unit_price_is_whole_fen() -> None:
+    snap = spec._taobao_order(taobao_listed(quantity=3, purchase_amount=8971), {})
+    assert (snap.platform, snap.lines[0].price, type(snap.lines[0].price)) == ("taobao", 2990, int)
+
+
+@pytest.mark.parametrize(
+    ("answer", "message"),
+    [(ok({"total": 1, "data": [], "code": 1001, "msg": "参数错误"}), "provider code 1001: 参数错误"),
+     ({"code": 1002, "msg": "签名错误"}, "provider code 1002: 签名错误"),
+     (page([], "x"), "total is not an integer: 'x'"),  # type: ignore[arg-type]
+     ({"code": 200, "data": {"data": {"tbOrderId": ALIBABA}}}, "answer data is not a list of orders")],
+)
+def test_a_page_that_cannot_be_read_says_why(answer: Any, message: str) -> None:
+    with pytest.raises(PermanentProviderError) as err:
+        FAMILY.ping(Recorder(answer), source())  # type: ignore[arg-type]
+    assert err.value.message == message
+
+
+def test_a_list_without_a_total_keeps_asking_for_its_first_page_size() -> None:
+    http = Recorder(page([alibaba_record(n) for n in range(50)]), page([alibaba_record(1)] * 3), page([]))
+    list(spec._pages(http, source(), "/alibaba/order/page", {}))  # type: ignore[arg-type]
+    assert [(c["json"]["pageNum"], c["json"]["pageSize"]) for c in http.calls] == [(1, 50), (2, 50), (3, 50)]
+
+
+class Routed(Recorder):
+    """Answers by path: the purchase list, the 1688 list and each refund query."""
+
+    def __init__(self, routes: dict[str, Any]) -> None:
+        super().__init__(None)
+        self.routes = routes
+
+    def _answer(self, method: str, url: str, json: Any = None, params: Any = None, headers: Any = None, timeout: Any = None,
+                allow_redirects: Any = None) -> Any:
+        self.calls.append({"method": method, "url": url, "json": json, "params": params, "timeout": timeout})
+        key = "/".join(url.split("/")[-2:]) + (f"?{params['refundId']}" if params else "")
+        answer = self.routes[key]
+        return type("Resp", (), {"status_code": 200, "json": lambda _: copy.deepcopy(answer), "text": ""})()
+
+
+def test_refund_queries_go_on_past_a_failing_one_and_read_odd_answers_as_no_case(caplog: pytest.LogCaptureFixture) -> None:
+    record = taobao_listed()
+    record["subOrderVOS"].append({**copy.deepcopy(record["subOrderVOS"][0]), "id": "1192794699010671092", "refundId": "RF2"})
+    record["subOrderVOS"].append({**copy.deepcopy(record["subOrderVOS"][0]), "id": "1192794699010671093", "refundId": "RF3"})
+    record["subOrderVOS"][0]["refundId"] = "RF1"
+    http = Routed({"purchase/page": page([record], 1), "refund/query?RF1": {"code": 404, "msg": "开发中"}, "refund/query?RF2": ok(None),
+                   "refund/query?RF3": ok({})})
+    [snap] = FAMILY.fetch_orders(http, source(), OrderRef("taobao", TAOBAO, {"purchaseId": TAOBAO}))  # type: ignore[arg-type]
+    assert [c["params"] for c in http.calls if c["method"] == "GET"] == [{"refundId": "RF1"}, {"refundId": "RF2"}, {"refundId": "RF3"}]
+    assert {c["timeout"] for c in http.calls} == {3.5}
+    assert [line.refund_amount for line in snap.lines] == [0, 0, 0]
+    assert "refetch.refund_query_failed source=unit refund=RF1 error=provider code 404: 开发中" in [r.getMessage() for r in caplog.records]
+
+
+def test_reconciliation_asks_for_the_refunds_of_the_listed_purchases() -> None:
+    from datetime import datetime, timezone
+
+    record = taobao_listed()
+    record["subOrderVOS"][0]["refundId"] = "RF1"
+    http = Routed({"order/page": page([], 0), "purchase/page": page([record], 1), "refund/query?RF1": ok({"refundOrderAggregate": refund_case(1295)})})
+    pages = list(FAMILY.list_orders(http, source(), datetime(2026, 5, 19, tzinfo=timezone.utc), datetime(2026, 5, 20, tzinfo=timezone.utc)))  # type: ignore[arg-type]
+    taobao = [s for p in pages for s in p if s.platform == "taobao"]
+    assert taobao[0].refund_amount == 1295
