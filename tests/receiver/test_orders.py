@@ -184,3 +184,12 @@ def test_the_same_provider_order_id_in_two_sources_is_two_orders(session: Sessio
     assert [c.field for c in apply_snapshot(session, "thai", dataclasses.replace(SNAP, total_amount=23189), T0, "event:2")][:1] == ["order_no"]
     session.flush()
     assert sorted((o.source, o.total_amount) for o in session.query(Order)) == [("demo", 23344), ("thai", 23189)]
+
+
+def test_find_order_by_a_shared_order_no_gives_the_first_stored(session: Session) -> None:
+    from receiver.orders import find_order
+
+    for pid in ("200058578338", "200058578339"):  # one Taobao order no, two purchases
+        apply(session, dataclasses.replace(SNAP, platform="taobao", provider_order_id=pid, order_no="1192794693444829414", lines=()), T0)
+    session.commit()
+    assert find_order(session, "demo", "1192794693444829414").provider_order_id == "200058578338"  # type: ignore[union-attr]

@@ -545,3 +545,28 @@ def test_a_dead_letter_alert_is_one_per_order_and_window(svc: Any, monkeypatch: 
     pipeline.handle_refetch(svc, WANTED, 0)
     [alert] = dead_letters(svc)
     assert alert.dedupe_key.startswith(f"dead_letter:demo order {ORDER}:")
+
+
+def test_an_attempt_is_stamped_for_the_sweeper(svc: Any) -> None:
+    old = utcnow() - timedelta(minutes=5)
+    event = add_event(svc, updated_at=old)
+    pipeline._count_attempt(svc, [event])
+    with svc.Session() as session:
+        got = session.get(Event, event)
+        assert (got.attempts, got.updated_at > old) == (1, True)
+
+
+def test_a_dead_letter_title_is_cut_to_500_characters(svc: Any) -> None:
+    event = add_event(svc)
+    pipeline.dead_letter(svc, [event], "x" * 600, WANTED)
+    [alert] = dead_letters(svc)
+    assert alert.title == f"Dead letter: 1 event(s) of demo order {ORDER} failed for good: {'x' * 600}"[:500]
+
+
+def test_stale_open_orders_come_oldest_first(svc: Any, provider: Any) -> None:
+    source = svc.settings.sources["demo"]
+    old = utcnow() - timedelta(seconds=svc.settings.refresh_open_after + 600)
+    for n, age in ((1, 10), (2, 300), (3, 60)):
+        provider.snaps, provider.started = [[dataclasses.replace(SNAP, provider_order_id=str(n), lines=())]], old - timedelta(seconds=age)
+        pipeline.refetch_order(svc, source, OrderRef("1688", str(n)), "refetch")
+    assert [o.provider_order_id for o in pipeline.stale_open_orders(svc, "demo", 10)] == ["2", "3", "1"]

@@ -374,3 +374,14 @@ def test_a_list_answer_without_data_is_an_empty_list() -> None:
     http = Recorder(view("no page"))
     assert list(FAMILY.list_orders(http, SOURCE, datetime(2026, 5, 19, tzinfo=timezone.utc), datetime(2026, 5, 20, tzinfo=timezone.utc))) == []  # type: ignore[arg-type]
     assert len(http.calls) == 1
+
+
+def test_an_unreadable_order_is_logged_with_its_id(caplog: pytest.LogCaptureFixture) -> None:
+    assert spec._snapshots(SOURCE, [{"baseInfo": {"idOfStr": "9" * 65}}]) == []
+    assert f"reconcile.unreadable_order source=daji order={'9' * 65} error=1688 order id is not an id: {'9' * 64}…" in [
+        r.getMessage() for r in caplog.records]
+
+
+def test_scrub_masks_a_secret_as_json_escapes_it() -> None:
+    source = dataclasses.replace(SOURCE, credentials={"app_key": "ak-unit", "app_secret": 's"cr3t-key'})
+    assert spec.scrub('{"appSecret": "s\\"cr3t-key"}', source) == '{"appSecret": "***"}'
