@@ -193,3 +193,10 @@ def test_find_order_by_a_shared_order_no_gives_the_first_stored(session: Session
         apply(session, dataclasses.replace(SNAP, platform="taobao", provider_order_id=pid, order_no="1192794693444829414", lines=()), T0)
     session.commit()
     assert find_order(session, "demo", "1192794693444829414").provider_order_id == "200058578338"  # type: ignore[union-attr]
+
+
+def test_order_json_of_an_order_without_a_modified_time(session: Session) -> None:
+    from receiver.orders import order_json
+
+    apply(session, SNAP, T0)
+    assert order_json(session.query(Order).one())["modified_at"] is None
