@@ -1,4 +1,5 @@
 # `make run` starts the service on embedded defaults; `make test` runs the suite; `make bench` measures it.
+# `make test-unit` runs the fast tests alone (no Redis); `make mutants` mutation-tests the core logic with them.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -18,7 +19,7 @@ run: export PORT ?= 8000
 run: export SANDBOX_PORT ?= 8079
 run: export FLOWER_PORT ?= 5555
 
-.PHONY: install run test test-postgres bench clean
+.PHONY: install run test test-unit mutants test-postgres bench clean
 
 $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -41,6 +42,17 @@ run: install sources.toml
 test: install
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
+# The fast tests of the pure logic (marker `unit`): seconds, no Redis, no worker, no server.
+test-unit: install
+	$(BIN)/python -m pytest -m unit -q $(PYTEST_ARGS)
+
+# Mutation testing with mutmut ([mutmut] in setup.cfg), driven by the fast tests; prints the score.
+# Incremental: a second run only retests what changed. docs/testing.md has the last score.
+mutants: install
+	$(BIN)/mutmut run $(MUTMUT_ARGS); status=$$?; \
+		$(BIN)/mutmut export-cicd-stats >/dev/null && $(BIN)/python tools/mutation_score.py mutants/mutmut-cicd-stats.json; \
+		exit $$status
+
 test-postgres: install
 	RECEIVER_TEST_DATABASE_URL=$${RECEIVER_TEST_DATABASE_URL:-postgresql+psycopg://postgres@127.0.0.1:5432/test} \
 		$(BIN)/python -m pytest $(PYTEST_ARGS)
@@ -54,4 +66,4 @@ bench: install
 	$(BIN)/python -m bench.run $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) var *.egg-info
+	rm -rf $(VENV) var *.egg-info mutants

@@ -345,3 +345,108 @@ def clean_state(request: pytest.FixtureRequest) -> Iterator[None]:
             for table in (OrderChange, OrderLine, Order, Event, SpentNonce, Alert):
                 conn.execute(delete(table))
     yield
+
+
+# --- for the fast (`unit`) tests: no Redis, no worker, no server --------------------------------
+class FakeRedis:
+    """The few Redis commands the pipeline and the alerts use, on a dict; expiry is noted, not applied:
+    a fast test never outlives a key."""
+
+    def __init__(self) -> None:
+        self.data: dict[str, Any] = {}
+        self.expiry: dict[str, float] = {}
+
+    def set(self, key: str, value: Any, nx: bool = False, ex: float | None = None) -> bool | None:
+        if value is None:  # as redis-py: only bytes, strings and numbers are stored
+            raise redis.exceptions.DataError("Invalid input of type: 'NoneType'")
+        if nx and key in self.data:
+            return None
+        self.data[key] = str(value).encode()
+        if ex is not None:
+            self.expiry[key] = ex
+        return True
+
+    def get(self, key: str) -> Any:
+        return self.data.get(key)
+
+    def mget(self, keys: list[str]) -> list[Any]:
+        return [self.data.get(k) for k in keys]
+
+    def delete(self, *keys: str) -> int:
+        return sum(self.data.pop(k, None) is not None for k in keys)
+
+    def incrby(self, key: str, amount: int) -> int:
+        self.data[key] = str(int(self.data.get(key, b"0")) + amount).encode()
+        return int(self.data[key])
+
+    def expire(self, key: str, seconds: float) -> bool:
+        self.expiry[key] = seconds
+        return key in self.data
+
+    def pipeline(self) -> "FakePipeline":
+        return FakePipeline(self)
+
+    def register_script(self, script: str) -> Callable[..., int]:
+        """A Lua script stands in as: every call answers 0 (the rate limiter's "a token is free")."""
+        def run(keys: list[str], args: list[Any]) -> int:
+            self.scripts_run.append((keys, args))
+            return 0
+        self.scripts_run: list[tuple[list[str], list[Any]]] = getattr(self, "scripts_run", [])
+        return run
+
+
+class FakePipeline:
+    """Redis's pipeline: commands queued (chainable), run in order by execute()."""
+
+    def __init__(self, redis: FakeRedis) -> None:
+        self.redis, self.queued = redis, []  # type: ignore[var-annotated]
+
+    def __getattr__(self, name: str) -> Callable[..., "FakePipeline"]:
+        def queue(*args: Any, **kwargs: Any) -> FakePipeline:
+            self.queued.append((getattr(self.redis, name), args, kwargs))
+            return self
+        return queue
+
+    def execute(self) -> list[Any]:
+        results = [command(*args, **kwargs) for command, args, kwargs in self.queued]
+        self.queued = []
+        return results
+
+
+@pytest.fixture(scope="session")
+def unit_services_once(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """One Services on a SQLite file with tables made from the models, shared by the fast tests."""
+    from receiver.config import Source
+    from receiver.models import Base
+    from receiver.services import Services
+
+    sources = {
+        name: Source(name=name, family=family, base_url=f"https://{prefix}.example", callback_token=TOKENS[name],
+                     credentials={**CREDENTIALS[name], **options})
+        for name, (family, prefix, options) in SOURCES.items()
+    }
+    path = tmp_path_factory.mktemp("unit") / "unit.db"
+    settings = Settings(database_url=f"sqlite:///{path}", broker_url="redis://127.0.0.1:1/0",
+                        api_token=None, sources=sources, sources_file="", namespace="unit")
+    svc = Services(settings)
+    Base.metadata.create_all(svc.engine)
+    yield svc
+    svc.engine.dispose()
+    svc.read_engine.dispose()
+
+
+@pytest.fixture
+def unit_services(unit_services_once: Any) -> Iterator[Any]:
+    """Real Services on an emptied SQLite file and a FakeRedis, never connected: for fast tests."""
+    from receiver.models import Base
+
+    svc = unit_services_once
+    settings = svc.settings
+    svc.__dict__["redis"] = FakeRedis()  # a cached_property: set here
+    yield svc
+    svc.settings = settings  # tests change settings and stand-ins on the shared object: put them back
+    svc.__dict__.pop("redis", None)
+    svc.__dict__.pop("http", None)
+    with svc.engine.begin() as conn:
+        for table in reversed(Base.metadata.sorted_tables):
+            conn.execute(table.delete())

@@ -12,6 +12,8 @@ import pytest
 from receiver.errors import PermanentProviderError
 from receiver.providers import alibaba as model
 
+pytestmark = pytest.mark.unit  # fast: no Redis, no worker, no server
+
 # The buyerView doc's own sample (wiki.dajisaas.com/api-164891585), trimmed: the numeric ids have
 # already lost their last digits, the string ids have not.
 DOC_ORDER = "2257164624870311973"

@@ -23,6 +23,8 @@ from receiver.providers import OrderRef, RawPush, family_for
 from receiver.providers import dajisaas as spec
 from receiver.sandbox.dajisaas import SEED
 
+pytestmark = pytest.mark.unit  # fast: no Redis, no worker, no server
+
 SECRET = "daji-secret-unit"
 SOURCE = Source(
     name="daji",
@@ -275,7 +277,10 @@ def test_ping_reads_one_record_signed() -> None:
 
 # --- _dj_signature ---------------------------------------------------------------------------------
 @pytest.mark.parametrize("scheme", list(spec.SIGNATURE_SCHEMES))
-def test_every_candidate_scheme_is_accepted_and_named_once(scheme: str, caplog: pytest.LogCaptureFixture) -> None:
+def test_every_candidate_scheme_is_accepted_and_named_once(
+    scheme: str, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(spec, "_reported", set())  # once per process: a run that saw this push before must not hide it
     caplog.set_level(logging.INFO, "receiver.providers.dajisaas")
     source = dataclasses.replace(SOURCE, name=f"daji-{scheme}")
     for msg_id in (1, 2):
@@ -464,6 +469,32 @@ def test_a_taobao_redelivery_has_the_same_dedupe_key_and_a_new_message_another()
     price = FAMILY.parse_push(SOURCE, signed(json.dumps(TAOBAO_PRICE)))
     assert first.dedupe_key == again.dedupe_key
     assert len({first.dedupe_key, later.dedupe_key, price.dedupe_key}) == 3
+
+
+def test_a_taobao_message_to_another_source_is_another_event() -> None:
+    here = FAMILY.parse_push(SOURCE, signed(json.dumps(TAOBAO_STATUS)))
+    elsewhere = FAMILY.parse_push(dataclasses.replace(SOURCE, name="daji2"), signed(json.dumps(TAOBAO_STATUS)))
+    assert here.dedupe_key != elsewhere.dedupe_key
+
+
+@pytest.mark.parametrize(
+    "change",
+    [lambda m: m.update(seller_id="2100000927015"), lambda m: m.update(message_type=8), lambda m: m.update(timestamp=1650939688),
+     lambda m: m["data"].update(business_time=1650939687565), lambda m: m["data"].update(status="TRADE_CLOSED"),
+     lambda m: m["data"].update(purchase_id=200002638012)],
+    ids=["seller_id", "message_type", "timestamp", "data.business_time", "data.status", "data.purchase_id"],
+)
+def test_each_field_that_tells_taobao_messages_apart_changes_the_dedupe_key(change: Any) -> None:
+    msg = copy.deepcopy(TAOBAO_STATUS)
+    change(msg)
+    assert FAMILY.parse_push(SOURCE, signed(json.dumps(msg))).dedupe_key != FAMILY.parse_push(SOURCE, signed(json.dumps(TAOBAO_STATUS))).dedupe_key
+
+
+def test_a_taobao_field_outside_the_dedupe_fields_leaves_the_key() -> None:
+    msg = copy.deepcopy(TAOBAO_STATUS)
+    msg["data"]["outer_purchase_id"] = "FY20220426003"
+    msg["site"] = "taobao_cn"
+    assert FAMILY.parse_push(SOURCE, signed(json.dumps(msg))).dedupe_key == FAMILY.parse_push(SOURCE, signed(json.dumps(TAOBAO_STATUS))).dedupe_key
 
 
 # --- per-source options ------------------------------------------------------------------------------

@@ -17,6 +17,8 @@ from receiver.config import Source
 from receiver.providers import dajisaas as spec
 from receiver.sandbox import dajisaas as fake
 
+pytestmark = pytest.mark.unit  # fast: no Redis, no worker, no server
+
 KEY, SECRET = "ak-box", "box-secret-0004"
 DOC_ORDER = "2257164624870311973"
 SOURCE = Source(name="box", family="dajisaas", base_url="http://sandbox", callback_token="t" * 24,

@@ -20,6 +20,8 @@ from receiver.providers import xportcn as spec
 from receiver.sandbox import Sandbox
 from receiver.sandbox.xportcn import XportcnProvider, md5_signature
 
+pytestmark = pytest.mark.unit  # fast: no Redis, no worker, no server
+
 FAMILY = family_for("xportcn")
 ALIBABA = "2542285634920880794"
 TAOBAO = "200058578338"
