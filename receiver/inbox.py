@@ -92,7 +92,7 @@ def store_push(
         "headers": json.dumps(headers),  # KEPT_HEADERS is sorted
         "body": raw.body,
         "status": EventStatus.RECEIVED if push.actionable else EventStatus.IGNORED,
-        "ignored_reason": None if push.actionable else (push.ignored or "names no order")[:255],
+        "ignored_reason": push.ignored_reason,
         "attempts": 0,
         "received_at": now,
         "updated_at": now,
@@ -194,8 +194,6 @@ def status_counts(read_engine: Engine, ttl: float) -> dict[tuple[str, str], int]
 
 
 PURGE_BATCH = 1000
-
-
 PURGE_PAUSE = 0.05  # seconds between batches: pushes get the writer in between
 
 

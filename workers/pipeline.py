@@ -96,7 +96,7 @@ def read_event(svc: Services, event_id: int) -> Wanted | str:
     except Exception as err:  # noqa: BLE001 - a stored push that no longer parses is dead, whatever the cause
         return dead_letter(svc, [event_id], f"stored push does not parse: {err}").status
     if not push.actionable or push.order is None:
-        _set_status(svc, [event_id], EventStatus.IGNORED, None, ignored=push.ignored or "names no order")
+        _set_status(svc, [event_id], EventStatus.IGNORED, None, ignored=push.ignored_reason)
         return EventStatus.IGNORED
     return Wanted(source.name, push.order)
 

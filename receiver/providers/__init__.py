@@ -79,6 +79,11 @@ class Push:
         """Whether the push leads to a re-fetch of its order."""
         return self.ignored is None and self.order is not None
 
+    @property
+    def ignored_reason(self) -> str | None:
+        """Why no re-fetch comes of the push, as the inbox keeps it (255 characters); None when one does."""
+        return None if self.actionable else (self.ignored or "names no order")[:255]
+
 
 @dataclass(frozen=True)
 class LineSnapshot:
