@@ -24,7 +24,7 @@ from receiver.errors import ProviderError, TransientProviderError
 from receiver.inbox import raw_push
 from receiver.models import Event, EventStatus, Order, utcnow
 from receiver.orders import Change, apply_snapshot
-from receiver.providers import OrderRef, family_for
+from receiver.providers import OrderRef, OrderSnapshot, family_for
 from receiver.ratelimit import LimitedHttp, RateLimiter
 from receiver.services import Services
 
@@ -57,20 +57,28 @@ def refetch_order(svc: Services, source: Source, ref: OrderRef, cause: str) -> l
     """Fetch the order's truth from the provider's signed API and apply it; return what changed."""
     http = limited_http(svc, source)
     snapshots = family_for(source.family).fetch_orders(http, source, ref)
-    started = http.started or utcnow()
-    try:
-        with svc.Session.begin() as session:
-            applied = [(snap, apply_snapshot(session, source.name, snap, started, cause)) for snap in snapshots]
-    except (IntegrityError, OperationalError) as err:
-        # Another worker inserted the same new order first, or the database blinked: try again.
-        raise TransientProviderError(f"could not apply order {ref.order_id}: {err.__class__.__name__}") from err
-    for snap, snap_changes in applied:
-        alerts.order_alerts(svc, source.name, snap.provider_order_id, snap.currency, snap_changes)
-    changes = [c for _, snap_changes in applied for c in snap_changes]
+    applied = apply_and_alert(svc, source.name, snapshots, http.started or utcnow(), cause)
+    changes = [c for snap_changes in applied for c in snap_changes]
     if changes:
         fields = ",".join(c.field for c in changes)
         log.info("order.changed source=%s order=%s fields=%s cause=%s", source.name, ref.order_id, fields, cause)
     return changes
+
+
+def apply_and_alert(svc: Services, source: str, snapshots: list[OrderSnapshot], started: datetime, cause: str) -> list[list[Change]]:
+    """Apply provider snapshots in one transaction, then alert on what changed; the changes per snapshot.
+
+    The one path from a provider's answer to our state, for re-fetches and reconciliation alike."""
+    try:
+        with svc.Session.begin() as session:
+            applied = [apply_snapshot(session, source, snap, started, cause) for snap in snapshots]
+    except (IntegrityError, OperationalError) as err:
+        # Another worker inserted the same new order first, or the database blinked: try again.
+        first = snapshots[0].provider_order_id if snapshots else "?"
+        raise TransientProviderError(f"could not apply order {first}: {err.__class__.__name__}") from err
+    for snap, changes in zip(snapshots, applied):
+        alerts.order_alerts(svc, source, snap.provider_order_id, snap.currency, changes)
+    return applied
 
 
 def limited_http(svc: Services, source: Source) -> LimitedHttp:
@@ -308,13 +316,10 @@ def reconcile(
         started = http.started or utcnow()
         if page is None:
             break
-        with svc.Session.begin() as session:
-            applied = [(snap, apply_snapshot(session, source.name, snap, started, "reconcile")) for snap in page]
-        for snap, changes in applied:
-            alerts.order_alerts(svc, source.name, snap.provider_order_id, snap.currency, changes)
+        applied = apply_and_alert(svc, source.name, page, started, "reconcile")
         report.pages += 1
         report.orders += len(page)
-        report.changed += sum(1 for _, changes in applied if changes)
+        report.changed += sum(1 for changes in applied if changes)
         if progress:
             progress(report)
     if report.changed:

@@ -381,13 +381,19 @@ def test_refetch_order_applies_the_providers_truth_and_reports_changes(svc: Any,
     assert alert.rule == "price_corrected"
 
 
-def test_refetch_order_sorts_a_lost_insert_race_as_transient(svc: Any, provider: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("path", ["refetch", "reconcile"])
+def test_a_lost_insert_race_is_transient_on_both_paths_to_our_state(svc: Any, provider: Any, monkeypatch: pytest.MonkeyPatch, path: str) -> None:
     def race(*args: Any) -> Any:
         raise IntegrityError("INSERT", {}, Exception("UNIQUE constraint failed"))
 
     monkeypatch.setattr(pipeline, "apply_snapshot", race)
+    source = svc.settings.sources["demo"]
+    provider.pages = [[SNAP]]
     with pytest.raises(TransientProviderError, match=f"could not apply order {ORDER}: IntegrityError"):
-        pipeline.refetch_order(svc, svc.settings.sources["demo"], WANTED.ref, "event:7")
+        if path == "refetch":
+            pipeline.refetch_order(svc, source, WANTED.ref, "event:7")
+        else:
+            pipeline.reconcile(svc, source, datetime(2026, 5, 19, tzinfo=timezone.utc), datetime(2026, 5, 20, tzinfo=timezone.utc))
 
 
 def test_refetch_order_lets_provider_errors_through(svc: Any, provider: Any) -> None:
