@@ -5,10 +5,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import or_, select
+from sqlalchemy import or_, select, union
 from sqlalchemy.orm import Session, selectinload
 
-from receiver.models import Order, OrderChange, OrderLine
+from receiver.models import Order, OrderChange, OrderLine, utcnow
 from receiver.providers import STATUS_RANK, LineSnapshot, OrderSnapshot
 
 ORDER_FIELDS = (
@@ -103,8 +103,9 @@ def apply_snapshot(
     order.fetched_at = max(order.fetched_at, fetch_started)
     if changes:
         order.version += 1
+        order.changed_at = now = utcnow()
         for c in changes:
-            order.changes.append(OrderChange(field=c.field, old=_text(c.old), new=_text(c.new), cause=cause))
+            order.changes.append(OrderChange(field=c.field, old=_text(c.old), new=_text(c.new), at=now, cause=cause))
     return changes
 
 
@@ -148,6 +149,7 @@ def order_json(order: Order) -> dict[str, Any]:
         "currency": order.currency,
         "modified_at": order.modified_at.isoformat() if order.modified_at else None,
         "fetched_at": order.fetched_at.isoformat(),
+        "changed_at": order.changed_at.isoformat() if order.changed_at else None,
         "version": order.version,
         "lines": [
             {
@@ -168,3 +170,90 @@ def order_json(order: Order) -> dict[str, Any]:
             for c in order.changes
         ],
     }
+
+
+def search_orders(session: Session, sources: list[str], any_id: str, limit: int = 50) -> list[Order]:
+    """Orders of these sources with `any_id` as their provider order id, order number or purchase id."""
+    # One lookup per id column, each on its (source, id) index, rather than an OR that scans the table.
+    ids = union(
+        *(
+            select(Order.id).where(Order.source.in_(sources), column == any_id)
+            for column in (Order.provider_order_id, Order.order_no, Order.purchase_id)
+        )
+    ).subquery()
+    return list(session.scalars(select(Order).where(Order.id.in_(select(ids.c.id))).order_by(Order.changed_at.desc()).limit(limit)))
+
+
+def list_orders(
+    session: Session, source: str | None, status: str | None, since: datetime | None, limit: int, offset: int = 0
+) -> list[Order]:
+    """Orders newest change first, optionally of one source, in one status, changed since a time."""
+    stmt = select(Order)
+    if source:
+        stmt = stmt.where(Order.source == source)
+    if status:
+        stmt = stmt.where(Order.status == status)
+    if since:
+        stmt = stmt.where(Order.changed_at >= since)
+    return list(session.scalars(stmt.order_by(Order.changed_at.desc(), Order.id.desc()).limit(limit).offset(offset)))
+
+
+# What the changes page and its CSV call a price correction, a refund and a closure.
+CHANGE_KINDS = {"total_amount": "price", "refund_amount": "refund", "status": "closed"}
+CLOSED = ("cancelled", "closed")
+
+
+@dataclass(frozen=True)
+class MoneyChange:
+    """A price correction, refund or closure of one order, as the changes page lists it."""
+
+    at: datetime
+    source: str
+    provider_order_id: str
+    order_no: str | None
+    currency: str
+    kind: str
+    old: str
+    new: str
+    delta: int  # fen: new - old for prices and refunds, 0 for a closure
+    cause: str
+
+
+def money_changes(session: Session, since: datetime, until: datetime, source: str | None = None) -> list[MoneyChange]:
+    """Price corrections, refunds and closures recorded in [since, until), newest first.
+
+    A first fetch (no old value) is no change; a refund counts only when the refunded amount grew.
+    """
+    stmt = (
+        select(OrderChange, Order.source, Order.provider_order_id, Order.order_no, Order.currency)
+        .join(Order, Order.id == OrderChange.order_id)
+        .where(OrderChange.at >= since, OrderChange.at < until)
+        .where(OrderChange.field.in_(tuple(CHANGE_KINDS)), OrderChange.old.is_not(None))
+        .order_by(OrderChange.at.desc(), OrderChange.id.desc())
+    )
+    if source:
+        stmt = stmt.where(Order.source == source)
+    found = []
+    for change, src, pid, order_no, currency in session.execute(stmt):
+        kind = CHANGE_KINDS[change.field]
+        if kind == "closed":
+            if change.new not in CLOSED:
+                continue
+            delta = 0
+        else:
+            delta = int(change.new or 0) - int(change.old or 0)
+            if kind == "refund" and delta <= 0:
+                continue
+        found.append(MoneyChange(change.at, src, pid, order_no, currency or "CNY", kind, change.old or "", change.new or "", delta, change.cause))
+    return found
+
+
+def change_totals(changes: list[MoneyChange]) -> dict[str, dict[str, int]]:
+    """Per source: how many price corrections, refunds and closures, and the fen they moved."""
+    totals: dict[str, dict[str, int]] = {}
+    for c in changes:
+        t = totals.setdefault(c.source, {"price": 0, "price_delta": 0, "refund": 0, "refund_delta": 0, "closed": 0})
+        t[c.kind] += 1
+        if c.kind != "closed":
+            t[f"{c.kind}_delta"] += c.delta
+    return dict(sorted(totals.items()))

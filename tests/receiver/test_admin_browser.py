@@ -10,7 +10,7 @@ import pytest
 
 from receiver.models import EventStatus
 from tests.conftest import API_TOKEN, wait_for
-from tests.workers.test_refetch import ALIBABA, events_when, send
+from tests.workers.test_refetch import ALIBABA, events_when, order_when, send
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
@@ -56,7 +56,7 @@ def test_click_replay_on_a_dead_event_and_see_it_processed(app, client, sandbox,
     del sandbox.faults.broken_orders[ALIBABA]  # the fix
 
     url = urlsplit(live_url)
-    browser.get(f"{url.scheme}://admin:{API_TOKEN}@{url.netloc}/admin/?status=dead")
+    browser.get(f"{url.scheme}://admin:{API_TOKEN}@{url.netloc}/admin/events?status=dead")
     row = browser.find_element(By.ID, f"event-{dead.id}")
     assert "dead" in row.text and "locked" in row.text
     row.find_element(By.LINK_TEXT, str(dead.id)).click()
@@ -70,4 +70,35 @@ def test_click_replay_on_a_dead_event_and_see_it_processed(app, client, sandbox,
         return status if status == EventStatus.PROCESSED else None
 
     assert wait_for(shown_status, timeout=20, interval=0.3) == "processed"
-    assert "23344" in browser.find_element(By.ID, "history").text  # the order, fetched after the replay
+    assert "233.44 CNY" in browser.find_element(By.ID, "history").text  # the order, fetched after the replay
+
+
+def test_search_an_order_see_its_price_correction_and_refetch_a_new_version(app, client, sandbox, worker, live_url, browser):
+    from selenium.webdriver.common.by import By
+
+    provider = sandbox.providers["xportcn"]
+    send(client, provider, ALIBABA, "ORDER_CREATE")
+    order_no = order_when(client, ALIBABA)["order_no"]
+    send(client, provider, ALIBABA, provider.correct_price(ALIBABA, -150))
+    order_when(client, ALIBABA, total_amount=23194)
+
+    url = urlsplit(live_url)
+    browser.get(f"{url.scheme}://admin:{API_TOKEN}@{url.netloc}/admin/orders")
+    browser.find_element(By.ID, "q").send_keys(order_no)
+    browser.find_element(By.ID, "search").click()
+    assert browser.find_element(By.ID, "total").text == "231.94 CNY"
+    assert "total_amount: 233.44 CNY → 231.94 CNY" in browser.find_element(By.ID, "timeline").text
+    assert browser.find_element(By.ID, "version").text == "2"
+
+    provider.correct_price(ALIBABA, -100)  # no push this time: the button has to fetch it
+    browser.find_element(By.ID, "refetch").click()
+    assert "Re-fetch queued" in browser.find_element(By.ID, "notice").text
+
+    def shown_version() -> str | None:
+        browser.refresh()
+        version = browser.find_element(By.ID, "version").text
+        return version if version == "3" else None
+
+    assert wait_for(shown_version, timeout=20, interval=0.3) == "3"
+    assert browser.find_element(By.ID, "total").text == "230.94 CNY"
+    assert "total_amount: 231.94 CNY → 230.94 CNY" in browser.find_element(By.ID, "timeline").text
