@@ -16,6 +16,7 @@ from typing import Any
 
 from flask import Blueprint, Response, redirect, render_template, request, url_for
 from itsdangerous import BadData, SignatureExpired, URLSafeTimedSerializer
+from redis.exceptions import RedisError
 from sqlalchemy import func, select
 from werkzeug.exceptions import HTTPException
 
@@ -24,7 +25,9 @@ from receiver.auth import token_matches
 from receiver.errors import BadRequest, NotFound, ReceiverError, Unauthorized
 from receiver.inbox import event_headers, status_counts
 from receiver.logs import loggable
-from receiver.models import Event, EventStatus, Order, utcnow
+from receiver.models import Alert, Event, EventStatus, Order, utcnow
+from receiver import charts as charts_
+from receiver import stats
 from receiver.money import yuan
 from receiver.orders import change_totals, find_order, list_orders, money_changes, search_orders
 from receiver.providers import STATUS_RANK, family_for
@@ -120,11 +123,75 @@ def front() -> Response | str:
     if any(a in request.args for a in INBOX_ARGS):
         return redirect(url_for("admin.inbox", **request.args), code=302)
     svc = services()
-    everything = status_counts(svc.read_engine, svc.settings.counts_ttl)
+    everything = status_counts(svc.read_engine, svc.settings.counts_ttl)  # cached: no scan per view
     counts = {s: 0 for s in EventStatus.ALL}
     for (_, st), n in everything.items():
         counts[st] = counts.get(st, 0) + n
-    return render_template("admin/front.html", counts=counts)
+    try:
+        data = stats.read(svc)
+        depth: int | None = int(svc.redis.llen(svc.settings.namespace))
+    except (RedisError, OSError):
+        data, depth = None, None
+    since = utcnow() - timedelta(hours=24)
+    with svc.ReadSession() as session:
+        recent = select(Alert).where(Alert.created_at >= since)
+        by_rule = dict(session.execute(select(Alert.rule, func.count()).where(Alert.created_at >= since).group_by(Alert.rule)).all())
+        latest = list(session.scalars(recent.order_by(Alert.created_at.desc()).limit(10)))
+    return render_template(
+        "admin/front.html",
+        counts=counts,
+        depth=depth,
+        charts=health_charts(data, sorted(svc.settings.sources)) if data else None,
+        alerts_by_rule=by_rule,
+        alerts=latest,
+    )
+
+
+def health_charts(data: dict[str, Any], sources: list[str]) -> list[dict[str, Any]]:
+    """The front page's charts, each over the day per hour and over the last hour per minute."""
+    charts: list[dict[str, Any]] = []
+    windows = {
+        "hours": [f"{h % 24:02d}:00" for h, _ in data["hours"]],
+        "minutes": [f"{m // 60 % 24:02d}:{m % 60:02d}" for m, _ in data["minutes"]],
+    }
+
+    def per(window: str, field: str) -> list[float]:
+        return [f.get(field, 0) for _, f in data[window]]
+
+    def summed(window: str, prefix: str, suffix: str) -> list[float]:
+        return [sum(v for k, v in f.items() if k.startswith(prefix) and k.endswith(suffix)) for _, f in data[window]]
+
+    def latency(window: str, q: float) -> list[float | None]:
+        shown = []
+        for _, f in data[window]:
+            bound = stats.percentile({k[4:]: v for k, v in f.items() if k.startswith("ack:")}, q)
+            shown.append(None if not bound else 2 * stats.ACK_BUCKETS_MS[-1] if bound == "inf" else float(bound))
+        return shown
+
+    specs = [
+        ("pushes", "Pushes accepted, by source", "bars", "",
+         lambda w: [charts_.Series(s, per(w, f"push:{s}:accepted")) for s in sources]),
+        ("refused", "Pushes refused (4xx) and failed (5xx)", "bars", "",
+         lambda w: [charts_.Series("refused", summed(w, "push:", ":refused"), "#dc7912"),
+                    charts_.Series("failed", summed(w, "push:", ":failed"), "#b82e2e")]),
+        ("latency", f"Ack latency p50 / p99, ms (buckets up to {', '.join(map(str, stats.ACK_BUCKETS_MS))})", "lines", " ms",
+         lambda w: [charts_.Series("p50", latency(w, 0.5)), charts_.Series("p99", latency(w, 0.99), "#dc7912")]),
+        ("refetches", "Re-fetches: processed, failed (retried), dead", "bars", "",
+         lambda w: [charts_.Series("processed", summed(w, "refetch:", ":processed"), "#109618"),
+                    charts_.Series("failed", summed(w, "refetch:", ":failed"), "#dc7912"),
+                    charts_.Series("dead", summed(w, "refetch:", ":dead"), "#b82e2e")]),
+        ("dead", "Events dead-lettered", "bars", "", lambda w: [charts_.Series("dead letters", per(w, "dead"), "#b82e2e")]),
+        ("queue", "Queue depth (the hour's highest; sampled each minute)", "lines", "",
+         lambda w: [charts_.Series("tasks waiting", [f.get("queue") for _, f in data[w]])]),
+    ]
+    for name, title, kind, unit, build in specs:
+        drawn = {}
+        for window, labels in windows.items():
+            series = build(window)
+            drawn[window] = (charts_.draw(f"chart-{name}-{window}", labels, series, kind, unit),
+                             charts_.legend(series, total=kind == "bars"))
+        charts.append({"name": name, "title": title, **drawn})
+    return charts
 
 
 @bp.get("/events")

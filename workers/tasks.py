@@ -9,7 +9,7 @@ from flask import current_app
 from kombu.exceptions import OperationalError as BrokerError
 from redis.exceptions import RedisError
 
-from receiver import alerts, inbox, logs
+from receiver import alerts, inbox, logs, stats
 from receiver.errors import TransientProviderError
 from receiver.inbox import forget_nonces, mark_queued
 from receiver.models import EventStatus, utcnow
@@ -95,6 +95,7 @@ def check_backlog() -> int:
     """Alert when more tasks wait on the queue than the queue_backlog rule allows."""
     svc = services()
     depth = int(svc.redis.llen(svc.settings.namespace))
+    stats.sample_queue(svc, depth)
     if depth > svc.settings.alerts.rules["queue_backlog"].threshold:
         alerts.raise_alert(svc, "queue_backlog", "queue", f"{depth} tasks wait on the queue {svc.settings.namespace}", {"depth": depth})
     return depth

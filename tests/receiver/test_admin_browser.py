@@ -2,12 +2,15 @@
 from __future__ import annotations
 
 import shutil
+import time
+from collections import Counter
 from pathlib import Path
 from typing import Iterator
 from urllib.parse import urlsplit
 
 import pytest
 
+from receiver import stats
 from receiver.models import EventStatus
 from tests.conftest import API_TOKEN, wait_for
 from tests.workers.test_refetch import ALIBABA, events_when, order_when, send
@@ -102,3 +105,24 @@ def test_search_an_order_see_its_price_correction_and_refetch_a_new_version(app,
     assert wait_for(shown_version, timeout=20, interval=0.3) == "3"
     assert browser.find_element(By.ID, "total").text == "230.94 CNY"
     assert "total_amount: 231.94 CNY → 230.94 CNY" in browser.find_element(By.ID, "timeline").text
+
+
+def test_the_front_page_opens_on_the_days_charts(app, client, sandbox, worker, live_url, browser):
+    from selenium.webdriver.common.by import By
+
+    svc = app.extensions["receiver"]
+    minute = int(time.time() // 60)
+    # A day of pushes as the web's tally writes them: one count per hour, more each hour.
+    stats.flush(svc, Counter({(minute - 60 * h, "push:demo:accepted"): 24 - h for h in range(24)}))
+    send(client, sandbox.providers["xportcn"], ALIBABA, "ORDER_CREATE")
+    events_when(app, EventStatus.PROCESSED)
+
+    url = urlsplit(live_url)
+    browser.get(f"{url.scheme}://admin:{API_TOKEN}@{url.netloc}/admin/")
+    chart = browser.find_element(By.ID, "chart-pushes-hours")
+    drawn = chart.find_elements(By.CSS_SELECTOR, "rect.bar")
+    assert len(drawn) >= 24 and all(bar.size["height"] > 0 for bar in drawn)
+    tallest = max(drawn, key=lambda bar: bar.size["height"])
+    assert tallest.get_attribute("data-value") in ("24", "25")  # this hour: 24, and the push just sent once flushed
+    assert browser.find_element(By.ID, "chart-latency-minutes").is_displayed()
+    assert browser.find_element(By.ID, "flower").get_attribute("href").startswith("http://127.0.0.1:5555")
