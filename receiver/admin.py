@@ -349,12 +349,12 @@ def shown_value(field: str, value: str | None, currency: str | None) -> str:
 def timeline(order: Order) -> list[dict[str, Any]]:
     """An order's history newest first, one entry per re-fetch that changed it (same time and cause)."""
     entries: list[dict[str, Any]] = []
-    for c in sorted(order.changes, key=lambda c: c.id, reverse=True):
+    for c in sorted(order.changes, key=lambda c: c.id):
         if not entries or (entries[-1]["at"], entries[-1]["cause"]) != (c.at, c.cause):
             kind, _, ref = c.cause.partition(":")
             entries.append({"at": c.at, "cause": c.cause, "event_id": int(ref) if kind == "event" and ref.isdigit() else None, "changes": []})
         entries[-1]["changes"].append((c.field, shown_value(c.field, c.old, order.currency), shown_value(c.field, c.new, order.currency)))
-    return entries
+    return entries[::-1]
 
 
 @bp.get("/orders")

@@ -52,7 +52,7 @@ def draw(chart_id: str, labels: Sequence[str], series: Sequence[Series], kind: s
         f'<svg id="{escape(chart_id)}" class="chart-{kind}" xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{HEIGHT}"'
         f' viewBox="0 0 {WIDTH} {HEIGHT}" role="img" aria-label="{escape(chart_id)}">',
         f'<line x1="{LEFT}" y1="{TOP + plot_h}" x2="{WIDTH}" y2="{TOP + plot_h}" stroke="#999"/>',
-        f'<text x="{LEFT - 3}" y="{TOP + 8}" font-size="9" text-anchor="end">{escape(_fmt(top))}{escape(unit)}</text>',
+        f'<text x="{LEFT - 3}" y="{TOP + 8}" font-size="9" text-anchor="end">{escape(_fmt(top))}</text>',
         f'<text x="{LEFT - 3}" y="{TOP + plot_h}" font-size="9" text-anchor="end">0</text>',
     ]
     for i in sorted({0, n // 2, n - 1}):
