@@ -389,9 +389,13 @@ def order(source: str, order_id: str) -> str:
         found = find_order(session, source, order_id)
         if found is None:
             raise NotFound(f"no order {order_id!r} at source {source!r}")
-        ids = {i for i in (found.provider_order_id, found.order_no, found.purchase_id) if i}
-        stmt = select(Event).where(Event.source == source, Event.order_id.in_(ids)).order_by(Event.id.desc()).limit(PER_PAGE)
-        events = list(session.scalars(stmt))
+        # One query per id the events may name it by: with `order_id IN (...)` SQLite preferred the
+        # source's index and read every event of the source.
+        events = sorted(
+            {e.id: e for i in {found.provider_order_id, found.order_no, found.purchase_id} if i for e in session.scalars(
+                select(Event).where(Event.source == source, Event.order_id == i).order_by(Event.id.desc()).limit(PER_PAGE))}.values(),
+            key=lambda e: e.id, reverse=True,
+        )[:PER_PAGE]
         entries = timeline(found)
         lines = list(found.lines)
     return render_template("admin/order.html", order=found, lines=lines, timeline=entries, events=events,

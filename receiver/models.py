@@ -15,6 +15,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -185,7 +186,10 @@ class OrderChange(Base):
     """One field of one order that changed, and what caused it: what alerting and people read."""
 
     __tablename__ = "order_changes"
-    __table_args__ = (Index("ix_order_changes_at", "at"),)  # the admin's changes of a window
+    # The admin's changes page: a window of some fields' changes, first fetches (no old value) left out.
+    __table_args__ = (
+        Index("ix_order_changes_field_at", "field", "at", sqlite_where=text("old IS NOT NULL"), postgresql_where=text("old IS NOT NULL")),
+    )
 
     id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
     order_id: Mapped[int] = mapped_column(ForeignKey("orders.id", ondelete="CASCADE"), index=True)

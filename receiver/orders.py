@@ -5,7 +5,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import or_, select, union
+from sqlalchemy import select, union
 from sqlalchemy.orm import Session, selectinload
 
 from receiver.models import Order, OrderChange, OrderLine, utcnow
@@ -63,10 +63,13 @@ def is_stale(order: Order, snap: OrderSnapshot, fetch_started: datetime) -> bool
 
 def find_order(session: Session, source: str, any_id: str) -> Order | None:
     """An order of `source` by any of its ids: provider order id, order number or purchase id."""
+    # One lookup per id column on its (source, id) index: with an OR, SQLite read every order of the source.
+    ids = union(
+        *(select(Order.id).where(Order.source == source, column == any_id) for column in (Order.provider_order_id, Order.order_no, Order.purchase_id))
+    ).subquery()
     stmt = (
         select(Order)
-        .where(Order.source == source)
-        .where(or_(Order.provider_order_id == any_id, Order.order_no == any_id, Order.purchase_id == any_id))
+        .where(Order.id.in_(select(ids.c.id)))
         .order_by(Order.provider_order_id != any_id, Order.id)
         .options(selectinload(Order.lines), selectinload(Order.changes))
         .limit(1)
@@ -224,27 +227,28 @@ def money_changes(session: Session, since: datetime, until: datetime, source: st
 
     A first fetch (no old value) is no change; a refund counts only when the refunded amount grew.
     """
+    c = OrderChange
     stmt = (
-        select(OrderChange, Order.source, Order.provider_order_id, Order.order_no, Order.currency)
-        .join(Order, Order.id == OrderChange.order_id)
-        .where(OrderChange.at >= since, OrderChange.at < until)
-        .where(OrderChange.field.in_(tuple(CHANGE_KINDS)), OrderChange.old.is_not(None))
-        .order_by(OrderChange.at.desc(), OrderChange.id.desc())
+        select(c.at, Order.source, Order.provider_order_id, Order.order_no, Order.currency, c.field, c.old, c.new, c.cause)
+        .join(Order, Order.id == c.order_id)
+        # `old IS NOT NULL` as the partial index ix_order_changes_field_at says it, so that it is used.
+        .where(c.field.in_(tuple(CHANGE_KINDS)), c.at >= since, c.at < until, c.old.is_not(None))
+        .order_by(c.at.desc(), c.id.desc())
     )
     if source:
         stmt = stmt.where(Order.source == source)
     found = []
-    for change, src, pid, order_no, currency in session.execute(stmt):
-        kind = CHANGE_KINDS[change.field]
+    for at, src, pid, order_no, currency, field, old, new, cause in session.execute(stmt):
+        kind = CHANGE_KINDS[field]
         if kind == "closed":
-            if change.new not in CLOSED:
+            if new not in CLOSED:
                 continue
             delta = 0
         else:
-            delta = int(change.new or 0) - int(change.old or 0)
+            delta = int(new or 0) - int(old or 0)
             if kind == "refund" and delta <= 0:
                 continue
-        found.append(MoneyChange(change.at, src, pid, order_no, currency or "CNY", kind, change.old or "", change.new or "", delta, change.cause))
+        found.append(MoneyChange(at, src, pid, order_no, currency or "CNY", kind, old or "", new or "", delta, cause))
     return found
 
 
