@@ -1,5 +1,6 @@
 """`make bench`: the receiver against the ceiling of its own stack, a burst with the worker running,
-then pushes while the inbox holds a million events and /metrics and /admin are read.
+then pushes while the inbox holds a million events and /metrics and /admin are read, then each admin
+page over an inbox of at least 500,000 events and their orders.
 
 Everything it starts (two gunicorns, a Celery worker, wrk, an in-process sandbox provider) runs on
 127.0.0.1 with its own temp dir, SQLite file and Redis namespace, and is stopped on the way out,
