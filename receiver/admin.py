@@ -20,15 +20,14 @@ from redis.exceptions import RedisError
 from sqlalchemy import func, select
 from werkzeug.exceptions import HTTPException
 
+from receiver import charts, stats
 from receiver.args import int_arg, when_arg
 from receiver.auth import token_matches
 from receiver.errors import BadRequest, NotFound, ReceiverError, Unauthorized
 from receiver.inbox import event_headers, status_counts
 from receiver.logs import loggable
 from receiver.models import Alert, Event, EventStatus, Order, utcnow
-from receiver import charts as charts_
-from receiver import stats
-from receiver.money import yuan
+from receiver.money import yuan, yuan_digits
 from receiver.orders import change_totals, find_order, list_orders, money_changes, search_orders
 from receiver.providers import STATUS_RANK, family_for
 from receiver.services import services
@@ -150,7 +149,7 @@ def front() -> Response | str:
 
 def health_charts(data: dict[str, Any], sources: list[str]) -> list[dict[str, Any]]:
     """The front page's charts, each over the day per hour and over the last hour per minute."""
-    charts: list[dict[str, Any]] = []
+    shown: list[dict[str, Any]] = []
     windows = {
         "hours": [f"{h % 24:02d}:00" for h, _ in data["hours"]],
         "minutes": [f"{m // 60 % 24:02d}:{m % 60:02d}" for m, _ in data["minutes"]],
@@ -163,36 +162,37 @@ def health_charts(data: dict[str, Any], sources: list[str]) -> list[dict[str, An
         return [sum(v for k, v in f.items() if k.startswith(prefix) and k.endswith(suffix)) for _, f in data[window]]
 
     def latency(window: str, q: float) -> list[float | None]:
-        shown = []
+        points: list[float | None] = []
         for _, f in data[window]:
             bound = stats.percentile({k[4:]: v for k, v in f.items() if k.startswith("ack:")}, q)
-            shown.append(None if not bound else 2 * stats.ACK_BUCKETS_MS[-1] if bound == "inf" else float(bound))
-        return shown
+            # Beyond the last bucket is drawn at twice its bound; the point's title says "5,000 ms".
+            points.append(None if not bound else 2 * stats.ACK_BUCKETS_MS[-1] if bound == "inf" else float(bound))
+        return points
 
     specs = [
         ("pushes", "Pushes accepted, by source", "bars", "",
-         lambda w: [charts_.Series(s, per(w, f"push:{s}:accepted")) for s in sources]),
+         lambda w: [charts.Series(s, per(w, f"push:{s}:accepted")) for s in sources]),
         ("refused", "Pushes refused (4xx) and failed (5xx)", "bars", "",
-         lambda w: [charts_.Series("refused", summed(w, "push:", ":refused"), "#dc7912"),
-                    charts_.Series("failed", summed(w, "push:", ":failed"), "#b82e2e")]),
+         lambda w: [charts.Series("refused", summed(w, "push:", ":refused"), "#dc7912"),
+                    charts.Series("failed", summed(w, "push:", ":failed"), "#b82e2e")]),
         ("latency", f"Ack latency p50 / p99, ms (buckets up to {', '.join(map(str, stats.ACK_BUCKETS_MS))})", "lines", " ms",
-         lambda w: [charts_.Series("p50", latency(w, 0.5)), charts_.Series("p99", latency(w, 0.99), "#dc7912")]),
+         lambda w: [charts.Series("p50", latency(w, 0.5)), charts.Series("p99", latency(w, 0.99), "#dc7912")]),
         ("refetches", "Re-fetches: processed, failed (retried), dead", "bars", "",
-         lambda w: [charts_.Series("processed", summed(w, "refetch:", ":processed"), "#109618"),
-                    charts_.Series("failed", summed(w, "refetch:", ":failed"), "#dc7912"),
-                    charts_.Series("dead", summed(w, "refetch:", ":dead"), "#b82e2e")]),
-        ("dead", "Events dead-lettered", "bars", "", lambda w: [charts_.Series("dead letters", per(w, "dead"), "#b82e2e")]),
+         lambda w: [charts.Series("processed", summed(w, "refetch:", ":processed"), "#109618"),
+                    charts.Series("failed", summed(w, "refetch:", ":failed"), "#dc7912"),
+                    charts.Series("dead", summed(w, "refetch:", ":dead"), "#b82e2e")]),
+        ("dead", "Events dead-lettered", "bars", "", lambda w: [charts.Series("dead letters", per(w, "dead"), "#b82e2e")]),
         ("queue", "Queue depth (the hour's highest; sampled each minute)", "lines", "",
-         lambda w: [charts_.Series("tasks waiting", [f.get("queue") for _, f in data[w]])]),
+         lambda w: [charts.Series("tasks waiting", [f.get("queue") for _, f in data[w]])]),
     ]
     for name, title, kind, unit, build in specs:
         drawn = {}
         for window, labels in windows.items():
             series = build(window)
-            drawn[window] = (charts_.draw(f"chart-{name}-{window}", labels, series, kind, unit),
-                             charts_.legend(series, total=kind == "bars"))
-        charts.append({"name": name, "title": title, **drawn})
-    return charts
+            drawn[window] = (charts.draw(f"chart-{name}-{window}", labels, series, kind, unit),
+                             charts.legend(series, total=kind == "bars"))
+        shown.append({"name": name, "title": title, **drawn})
+    return shown
 
 
 @bp.get("/events")
@@ -471,8 +471,8 @@ def changes_csv() -> Response:
         money = c.kind != "closed"
         writer.writerow([csv_cell(v) for v in (
             c.at.isoformat(), c.source, c.provider_order_id, c.order_no or "", c.kind,
-            yuan(c.old, None).split()[0] if money else c.old, yuan(c.new, None).split()[0] if money else c.new,
-            yuan(c.delta, None).split()[0] if money else "", c.delta if money else "", c.currency, c.cause,
+            yuan_digits(c.old) if money else c.old, yuan_digits(c.new) if money else c.new,
+            yuan_digits(c.delta) if money else "", c.delta if money else "", c.currency, c.cause,
         )])
     name = f"changes-{since:%Y%m%dT%H%M}-{until:%Y%m%dT%H%M}.csv"
     return Response(out.getvalue(), mimetype="text/csv", headers={"Content-Disposition": f'attachment; filename="{name}"'})
