@@ -26,7 +26,7 @@ pytestmark = pytest.mark.skipif(
 
 @pytest.fixture
 def browser(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[object]:
-    """Headless Chromium driven through chromedriver, with a profile of its own."""
+    """Headless Chromium driven through chromedriver, with a profile of its own and JavaScript off."""
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
@@ -36,6 +36,8 @@ def browser(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[object]
                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
                 f"--user-data-dir={tmp_path / 'profile'}"):
         options.add_argument(arg)
+    # The pages must work with JavaScript off (they have none, and the CSP forbids it): every test here runs so.
+    options.add_experimental_option("prefs", {"profile.managed_default_content_settings.javascript": 2})
     # Selenium Manager would look for a driver online; Debian's is given, so keep it offline.
     monkeypatch.setenv("SE_OFFLINE", "true")
     driver = webdriver.Chrome(options=options, service=Service(str(CHROMEDRIVER)))
