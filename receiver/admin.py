@@ -20,7 +20,7 @@ from redis.exceptions import RedisError
 from sqlalchemy import func, select
 from werkzeug.exceptions import HTTPException
 
-from receiver import charts, stats
+from receiver import charts, metrics, stats
 from receiver.args import int_arg, when_arg
 from receiver.auth import token_matches
 from receiver.errors import BadRequest, NotFound, ReceiverError, Unauthorized
@@ -172,9 +172,9 @@ def health_charts(data: dict[str, Any], sources: list[str]) -> list[dict[str, An
     specs = [
         ("pushes", "Pushes accepted, by source", "bars", "",
          lambda w: [charts.Series(s, per(w, f"push:{s}:accepted")) for s in sources]),
-        ("refused", "Pushes refused (4xx) and failed (5xx)", "bars", "",
-         lambda w: [charts.Series("refused", summed(w, "push:", ":refused"), "#dc7912"),
-                    charts.Series("failed", summed(w, "push:", ":failed"), "#b82e2e")]),
+        ("refused", "Pushes refused (4xx) by source, and failed (5xx)", "bars", "",
+         lambda w: [*(charts.Series(s, per(w, f"push:{s}:refused")) for s in [*sources, metrics.UNKNOWN]),
+                    charts.Series("failed (5xx)", summed(w, "push:", ":failed"), "#b82e2e")]),
         ("latency", f"Ack latency p50 / p99, ms (buckets up to {', '.join(map(str, stats.ACK_BUCKETS_MS))})", "lines", " ms",
          lambda w: [charts.Series("p50", latency(w, 0.5)), charts.Series("p99", latency(w, 0.99), "#dc7912")]),
         ("refetches", "Re-fetches: processed, failed (retried), dead", "bars", "",

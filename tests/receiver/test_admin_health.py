@@ -33,6 +33,7 @@ def test_the_front_page_draws_the_days_pushes_refusals_refetches_and_dead_letter
     sandbox.faults.broken_orders[ALIBABA] = (1001, "locked")
     assert send(client, provider, ALIBABA, "ORDER_CREATE").status_code == 200
     assert client.post("/callbacks/demo?token=wrong-token-0123456789", json={}).status_code == 401
+    assert client.post("/callbacks/nobody?token=wrong-token-0123456789", json={}).status_code == 404
     events_when(app, EventStatus.DEAD)
 
     def drawn() -> str | None:
@@ -40,9 +41,10 @@ def test_the_front_page_draws_the_days_pushes_refusals_refetches_and_dead_letter
         return html if bars(html, "chart-dead-minutes") and bars(html, "chart-refused-minutes") else None
 
     html = wait_for(drawn, timeout=10)
+    assert bars(html, "chart-refused-minutes") == [("demo", "1"), ("unknown", "1")]  # a name not configured is "unknown"
     assert bars(html, "chart-pushes-hours") == [("daji", "7"), ("demo", "12"), ("demo", "1")]
     assert bars(html, "chart-pushes-minutes") == [("demo", "1")]
-    assert bars(html, "chart-refused-hours") == [("refused", "1")]
+    assert bars(html, "chart-refused-hours") == [("demo", "1"), ("unknown", "1")]
     assert bars(html, "chart-refetches-hours") == [("dead", "1")]
     assert bars(html, "chart-dead-minutes") == [("dead letters", "1")]
     # p50 and p99 of each hour with answers: the bound of their bucket, in ms.
