@@ -1,5 +1,6 @@
 """`make bench`: the receiver against the ceiling of its own stack, a burst with the worker running,
-then pushes while the inbox holds a million events and /metrics and /admin are read.
+then pushes while the inbox holds a million events and /metrics and /admin are read, then each admin
+page over an inbox of at least 500,000 events and their orders.
 
 Everything it starts (two gunicorns, a Celery worker, wrk, an in-process sandbox provider) runs on
 127.0.0.1 with its own temp dir, SQLite file and Redis namespace, and is stopped on the way out,
@@ -31,7 +32,7 @@ import requests
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import Engine, make_url
 
-from bench import busy, pushes
+from bench import admin_pages, busy, pushes
 from bench.variants import VARIANTS
 from receiver.migrate import upgrade
 from receiver.providers import xportcn as spec
@@ -606,7 +607,51 @@ class Bench:
         non2xx = sum(not code.startswith("2") for code in codes) + load.errors
         return load, non2xx, reads
 
-    # --- 4. memory --------------------------------------------------------------------------
+    # --- 4. the admin pages over a large inbox ----------------------------------------------
+    def admin_pages(self) -> None:
+        """Each admin page read while the inbox holds --admin-events events and their orders, no pushes."""
+        a = self.args
+        with self.engine.connect() as conn:
+            held = conn.execute(text("SELECT count(*) FROM events")).scalar_one()
+        started = time.monotonic()
+        if held < a.admin_events:
+            busy.fill(self.engine, a.admin_events - held, tuple(CREDS), a.busy_inbox_days)
+            held = a.admin_events
+        orders = held // 5  # as busy.py names them: an order gets about five events
+        written = admin_pages.fill_orders(self.engine, orders, tuple(CREDS), a.busy_inbox_days)
+        admin_pages.fill_charts(a.broker_url, self.namespace, tuple(CREDS))
+        if self.engine.dialect.name == "postgresql":
+            with self.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+                conn.execute(text("VACUUM ANALYZE"))
+        print(f"  {held:,} events, {orders:,} orders with {orders * 2:,} lines and {written:,} changes over"
+              f" {a.busy_inbox_days:g} days, and a day of chart counts, filled in {time.monotonic() - started:.0f} s")
+        url = self.receiver()
+        k = orders - 10  # a recent order: its page, and its order no for the search
+        pid = admin_pages.order_id(k - k % 10)  # one with a price correction
+        pages = {
+            "front page (charts)": "/admin/",
+            "orders, newest change": "/admin/orders",
+            "orders, status + since": "/admin/orders?status=closed&since=7d",
+            "orders, one source, p.50": "/admin/orders?source=shop-west&page=50",
+            "search by order no": f"/admin/orders?q=N{k - k % 10:012d}",
+            "order page": f"/admin/orders/{self.order_source(pid)}/{pid}",
+            "changes, 24 h": "/admin/changes",
+            "changes CSV, 24 h": "/admin/changes.csv",
+            "changes, 7 d": "/admin/changes?since=7d",
+            "events (inbox), dead": "/admin/events?status=dead",
+        }
+        timings = admin_pages.time_pages(url, self.env["RECEIVER_API_TOKEN"], pages, a.admin_reads)
+        print(f"  {a.admin_reads} sequential reads of each page, after one warm-up read, with nothing else running:")
+        for name, ms in timings.items():
+            print(f"  {admin_pages.line(name, ms, 200)}")
+        self.results["admin_pages"] = timings
+
+    def order_source(self, pid: str) -> str:
+        """The source an order was filled under."""
+        with self.engine.connect() as conn:
+            return conn.execute(text("SELECT source FROM orders WHERE provider_order_id = :p"), {"p": pid}).scalar_one()
+
+    # --- 5. memory --------------------------------------------------------------------------
     def memory(self) -> None:
         """Peak RSS of the web and worker processes (each process's own peak, summed)."""
         for name, label in (("receiver", "web (gunicorn master + workers)"), ("worker", "worker (Celery main + children)")):
@@ -647,6 +692,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--busy-inbox-duration", type=float, default=30, help="seconds of pushes in the busy inbox")
     p.add_argument("--busy-inbox-interval", type=float, default=5, help="seconds between two reads of /metrics (and of /admin/)")
     p.add_argument("--busy-inbox-rounds", type=int, default=1, help="busy inbox runs with reads, each after one without")
+    p.add_argument("--skip-admin-pages", action="store_true")
+    p.add_argument("--admin-events", type=int, default=500_000, help="events in the inbox (at least) when the admin pages are read")
+    p.add_argument("--admin-reads", type=int, default=20, help="reads of each admin page")
     p.add_argument("--seed", type=int, default=7)
     p.add_argument("--keep", action="store_true", help="keep the temp dir (logs, database)")
     return p.parse_args(argv)
@@ -658,7 +706,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.variant:
         args.skip_burst = True  # a variant drops work a push needs: the burst would never come true
         args.skip_busy_inbox = True  # and the busy inbox is about the service as it runs
-    if shutil.which("wrk") is None:
+        args.skip_admin_pages = True
+    if not (args.skip_throughput and args.skip_burst and args.skip_busy_inbox) and shutil.which("wrk") is None:
         print("wrk is not installed (Debian: apt-get install wrk; `make bench` does it)", file=sys.stderr)
         return 1
     signal.signal(signal.SIGTERM, _on_sigterm)
@@ -676,8 +725,11 @@ def main(argv: list[str] | None = None) -> int:
         if not args.skip_busy_inbox:
             print(f"\n3. busy inbox: pushes while the inbox holds {args.busy_inbox_events:,} events and /metrics and /admin are read")
             bench.busy_inbox()
+        if not args.skip_admin_pages:
+            print(f"\n4. admin pages: each read while the inbox holds at least {args.admin_events:,} events and their orders")
+            bench.admin_pages()
         if not args.variant:  # a variant's memory is not the service's
-            print("\n4. peak memory (RSS)")
+            print("\n5. peak memory (RSS)")
             bench.memory()
     except (KeyboardInterrupt, Stop):
         print("\ninterrupted: stopping what the benchmark started", file=sys.stderr)

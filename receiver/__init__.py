@@ -38,6 +38,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     from receiver import admin, api, callbacks, health, metrics
     from receiver.alerts import RejectionCounter
     from receiver.publisher import Publisher
+    from receiver.stats import Tally
 
     app.register_blueprint(callbacks.bp)
     app.register_blueprint(api.bp)
@@ -47,6 +48,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     celery_init_app(app)
     app.extensions["publisher"] = Publisher(app)
     app.extensions["rejections"] = RejectionCounter(app)
+    app.extensions["stats"] = Tally(app)
     return app
 
 

@@ -24,6 +24,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from receiver.config import AlertSettings
 from receiver.errors import TransientProviderError
 from receiver.models import Alert, AlertStatus, utcnow
+from receiver.money import yuan_digits
 from receiver.orders import Change
 from receiver.publisher import ProcessThread
 from receiver.services import Services
@@ -69,10 +70,6 @@ def raise_alert(
     return alert_id
 
 
-def _fen(amount: Any) -> str:
-    return f"{int(amount) / 100:.2f}"
-
-
 def order_alerts(svc: Services, source: str, order_id: str, currency: str, changes: Sequence[Change]) -> list[int]:
     """Raise the alerts a re-fetch's changes call for: price corrected, refund, closed."""
     rules = svc.settings.alerts.rules
@@ -81,11 +78,11 @@ def order_alerts(svc: Services, source: str, order_id: str, currency: str, chang
     if (c := by_field.get("total_amount")) and c.old:
         percent = (c.new - c.old) * 100 / c.old
         if abs(percent) >= rules["price_corrected"].threshold:
-            title = f"Price corrected on {source} order {order_id}: {_fen(c.old)} -> {_fen(c.new)} {currency} ({percent:+.2f}%)"
+            title = f"Price corrected on {source} order {order_id}: {yuan_digits(c.old)} -> {yuan_digits(c.new)} {currency} ({percent:+.2f}%)"
             detail = {"old_total": c.old, "new_total": c.new, "percent": round(percent, 2), "currency": currency}
             raised.append(raise_alert(svc, "price_corrected", f"{source}:{order_id}:{c.new}", title, detail, source, order_id))
     if (c := by_field.get("refund_amount")) and c.new > c.old and c.new - c.old >= rules["refund"].threshold:
-        title = f"Refund on {source} order {order_id}: {_fen(c.new - c.old)} {currency} (total refunded {_fen(c.new)})"
+        title = f"Refund on {source} order {order_id}: {yuan_digits(c.new - c.old)} {currency} (total refunded {yuan_digits(c.new)})"
         detail = {"refunded": c.new - c.old, "total_refunded": c.new, "currency": currency}
         raised.append(raise_alert(svc, "refund", f"{source}:{order_id}:{c.new}", title, detail, source, order_id))
     if (c := by_field.get("status")) and c.new in ("cancelled", "closed"):

@@ -120,6 +120,7 @@ class Settings:
     retention_days: float = 30.0  # processed and ignored events older than this are deleted
     refresh_open_after: float = 6 * 3600.0  # seconds before an open order with no news is re-fetched
     allowed_hosts: tuple[str, ...] = ()  # Host headers the app answers; empty: any
+    flower_url: str = "http://127.0.0.1:5555"  # linked from the admin pages' header, for tasks
     metrics_multiproc_dir: str | None = None
 
     def __repr__(self) -> str:
@@ -164,6 +165,7 @@ class _EnvSchema(Schema):
     RECEIVER_RETENTION_DAYS = fields.Float(load_default=30.0, validate=validate.Range(min=0.01))
     RECEIVER_REFRESH_OPEN_AFTER = fields.Float(load_default=6 * 3600.0, validate=validate.Range(min=60))
     RECEIVER_ALLOWED_HOSTS = fields.String(load_default="")
+    RECEIVER_FLOWER_URL = fields.Url(load_default="http://127.0.0.1:5555", require_tld=False, schemes={"http", "https"})
 
 
 class _SourceSchema(Schema):
@@ -387,6 +389,7 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
         retention_days=env["RECEIVER_RETENTION_DAYS"],
         refresh_open_after=env["RECEIVER_REFRESH_OPEN_AFTER"],
         allowed_hosts=tuple(h.strip() for h in env["RECEIVER_ALLOWED_HOSTS"].split(",") if h.strip()),
+        flower_url=env["RECEIVER_FLOWER_URL"],
         # prometheus_client's own variable: set, each process writes its counts there to be summed.
         metrics_multiproc_dir=environ.get("PROMETHEUS_MULTIPROC_DIR") or None,
     )

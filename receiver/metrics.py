@@ -29,6 +29,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from redis.exceptions import RedisError
 from sqlalchemy.exc import SQLAlchemyError
 
+from receiver import stats
 from receiver.auth import check_bearer
 from receiver.errors import ProviderError, ReceiverError, TransientProviderError
 from receiver.inbox import inbox_counts, status_counts
@@ -77,8 +78,14 @@ def _count_push(response: Response) -> Response:
     # Only configured names become labels: the path is the sender's to choose.
     source = name if name in services().settings.sources else UNKNOWN
     PUSHES.labels(source, g.get("push_kind", UNKNOWN), str(response.status_code)).inc()
+    outcome = stats.push_outcome(response.status_code)
+    fields = [f"push:{source}:{outcome}"]
     if "metrics_started" in g:
-        ACK_SECONDS.labels(source).observe(time.perf_counter() - g.metrics_started)
+        took = time.perf_counter() - g.metrics_started
+        ACK_SECONDS.labels(source).observe(took)
+        if outcome == "accepted":  # the latency providers wait for; refusals are quick and would hide it
+            fields.append(f"ack:{stats.ack_bucket(took)}")
+    stats.note(fields)
     return response
 
 
@@ -113,6 +120,7 @@ def counted_refetch(fn: F) -> F:
     def wrapper(svc: Services, wanted: Any, *args: Any, **kwargs: Any) -> Any:
         outcome = fn(svc, wanted, *args, **kwargs)
         REFETCHES.labels(wanted.source, outcome.status).inc()
+        stats.note([f"refetch:{wanted.source}:{outcome.status}"])
         return outcome
 
     return wrapper  # type: ignore[return-value]

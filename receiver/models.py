@@ -15,6 +15,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -127,6 +128,10 @@ class Order(Base):
         Index("ix_orders_source_order_no", "source", "order_no"),
         Index("ix_orders_source_purchase_id", "source", "purchase_id"),
         Index("ix_orders_source_status_fetched_at", "source", "status", "fetched_at"),
+        # The admin's order list, newest change first, whole or by source or status.
+        Index("ix_orders_changed_at", "changed_at"),
+        Index("ix_orders_source_changed_at", "source", "changed_at"),
+        Index("ix_orders_status_changed_at", "status", "changed_at"),
     )
 
     id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
@@ -145,6 +150,7 @@ class Order(Base):
     currency: Mapped[str] = mapped_column(String(8), default="CNY")
     modified_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     fetched_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    changed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())  # when a re-fetch last changed anything
     version: Mapped[int] = mapped_column(Integer, default=1)
 
     lines: Mapped[list[OrderLine]] = relationship(
@@ -180,6 +186,10 @@ class OrderChange(Base):
     """One field of one order that changed, and what caused it: what alerting and people read."""
 
     __tablename__ = "order_changes"
+    # The admin's changes page: a window of some fields' changes, first fetches (no old value) left out.
+    __table_args__ = (
+        Index("ix_order_changes_field_at", "field", "at", sqlite_where=text("old IS NOT NULL"), postgresql_where=text("old IS NOT NULL")),
+    )
 
     id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
     order_id: Mapped[int] = mapped_column(ForeignKey("orders.id", ondelete="CASCADE"), index=True)

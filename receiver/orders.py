@@ -5,10 +5,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import or_, select
+from sqlalchemy import select, union
 from sqlalchemy.orm import Session, selectinload
 
-from receiver.models import Order, OrderChange, OrderLine
+from receiver.models import Order, OrderChange, OrderLine, utcnow
 from receiver.providers import STATUS_RANK, LineSnapshot, OrderSnapshot
 
 ORDER_FIELDS = (
@@ -63,10 +63,13 @@ def is_stale(order: Order, snap: OrderSnapshot, fetch_started: datetime) -> bool
 
 def find_order(session: Session, source: str, any_id: str) -> Order | None:
     """An order of `source` by any of its ids: provider order id, order number or purchase id."""
+    # One lookup per id column on its (source, id) index: with an OR, SQLite read every order of the source.
+    ids = union(
+        *(select(Order.id).where(Order.source == source, column == any_id) for column in (Order.provider_order_id, Order.order_no, Order.purchase_id))
+    ).subquery()
     stmt = (
         select(Order)
-        .where(Order.source == source)
-        .where(or_(Order.provider_order_id == any_id, Order.order_no == any_id, Order.purchase_id == any_id))
+        .where(Order.id.in_(select(ids.c.id)))
         .order_by(Order.provider_order_id != any_id, Order.id)
         .options(selectinload(Order.lines), selectinload(Order.changes))
         .limit(1)
@@ -103,8 +106,9 @@ def apply_snapshot(
     order.fetched_at = max(order.fetched_at, fetch_started)
     if changes:
         order.version += 1
+        order.changed_at = now = utcnow()
         for c in changes:
-            order.changes.append(OrderChange(field=c.field, old=_text(c.old), new=_text(c.new), cause=cause))
+            order.changes.append(OrderChange(field=c.field, old=_text(c.old), new=_text(c.new), at=now, cause=cause))
     return changes
 
 
@@ -148,6 +152,7 @@ def order_json(order: Order) -> dict[str, Any]:
         "currency": order.currency,
         "modified_at": order.modified_at.isoformat() if order.modified_at else None,
         "fetched_at": order.fetched_at.isoformat(),
+        "changed_at": order.changed_at.isoformat() if order.changed_at else None,
         "version": order.version,
         "lines": [
             {
@@ -168,3 +173,91 @@ def order_json(order: Order) -> dict[str, Any]:
             for c in order.changes
         ],
     }
+
+
+def search_orders(session: Session, sources: list[str], any_id: str, limit: int = 50) -> list[Order]:
+    """Orders of these sources with `any_id` as their provider order id, order number or purchase id."""
+    # One lookup per id column, each on its (source, id) index, rather than an OR that scans the table.
+    ids = union(
+        *(
+            select(Order.id).where(Order.source.in_(sources), column == any_id)
+            for column in (Order.provider_order_id, Order.order_no, Order.purchase_id)
+        )
+    ).subquery()
+    return list(session.scalars(select(Order).where(Order.id.in_(select(ids.c.id))).order_by(Order.changed_at.desc()).limit(limit)))
+
+
+def list_orders(
+    session: Session, source: str | None, status: str | None, since: datetime | None, limit: int, offset: int = 0
+) -> list[Order]:
+    """Orders newest change first, optionally of one source, in one status, changed since a time."""
+    stmt = select(Order)
+    if source:
+        stmt = stmt.where(Order.source == source)
+    if status:
+        stmt = stmt.where(Order.status == status)
+    if since:
+        stmt = stmt.where(Order.changed_at >= since)
+    return list(session.scalars(stmt.order_by(Order.changed_at.desc(), Order.id.desc()).limit(limit).offset(offset)))
+
+
+# What the changes page and its CSV call a price correction, a refund and a closure.
+CHANGE_KINDS = {"total_amount": "price", "refund_amount": "refund", "status": "closed"}
+CLOSED = ("cancelled", "closed")
+
+
+@dataclass(frozen=True)
+class MoneyChange:
+    """A price correction, refund or closure of one order, as the changes page lists it."""
+
+    at: datetime
+    source: str
+    provider_order_id: str
+    order_no: str | None
+    currency: str
+    kind: str
+    old: str
+    new: str
+    delta: int  # fen: new - old for prices and refunds, 0 for a closure
+    cause: str
+
+
+def money_changes(session: Session, since: datetime, until: datetime, source: str | None = None) -> list[MoneyChange]:
+    """Price corrections, refunds and closures recorded in [since, until), newest first.
+
+    A first fetch (no old value) is no change; a refund counts only when the refunded amount grew.
+    """
+    c = OrderChange
+    stmt = (
+        select(c.at, Order.source, Order.provider_order_id, Order.order_no, Order.currency, c.field, c.old, c.new, c.cause)
+        .join(Order, Order.id == c.order_id)
+        # `old IS NOT NULL` as the partial index ix_order_changes_field_at says it, so that it is used.
+        .where(c.field.in_(tuple(CHANGE_KINDS)), c.at >= since, c.at < until, c.old.is_not(None))
+        .order_by(c.at.desc(), c.id.desc())
+    )
+    if source:
+        stmt = stmt.where(Order.source == source)
+    found = []
+    for at, src, pid, order_no, currency, field, old, new, cause in session.execute(stmt):
+        kind = CHANGE_KINDS[field]
+        if kind == "closed":
+            if new not in CLOSED:
+                continue
+            delta = 0
+        else:
+            delta = int(new or 0) - int(old or 0)
+            if kind == "refund" and delta <= 0:
+                continue
+        found.append(MoneyChange(at, src, pid, order_no, currency or "CNY", kind, old or "", new or "", delta, cause))
+    return found
+
+
+def change_totals(changes: list[MoneyChange]) -> dict[str, dict[str, int]]:
+    """Per source: how many price corrections, refunds and closures, and the fen they moved."""
+    totals: dict[str, dict[str, int]] = {}
+    for c in changes:
+        t = totals.setdefault(c.source, {"price": 0, "price_delta": 0, "refund": 0, "refund_delta": 0, "closed": 0})
+        t[c.kind] += 1
+        if c.kind != "closed":
+            t[f"{c.kind}_delta"] += c.delta
+    return dict(sorted(totals.items()))

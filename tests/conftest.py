@@ -337,8 +337,9 @@ def clean_state(request: pytest.FixtureRequest) -> Iterator[None]:
         _previous["worker"] = "worker" in request.fixturenames
         fresh_providers(request.getfixturevalue("sandbox"))
         request.getfixturevalue("sinks").clear()
-        # Tasks a previous test left queued, its refused-push counters and its open-order refreshes.
-        left = [*services.redis.scan_iter(services.key("rejections", "*")), *services.redis.scan_iter(services.key("refreshed", "*"))]
+        # Tasks a previous test left queued, its refused-push counters, its open-order refreshes and its charts' counts.
+        left = [*services.redis.scan_iter(services.key("rejections", "*")), *services.redis.scan_iter(services.key("refreshed", "*")),
+                *services.redis.scan_iter(services.key("stats", "*"))]
         services.redis.delete(services.settings.namespace, *left)
         engine = services.engine
         with engine.begin() as conn:

@@ -18,7 +18,7 @@ from sqlalchemy import or_, select, update
 from redis.exceptions import RedisError
 from sqlalchemy.exc import IntegrityError, OperationalError
 
-from receiver import alerts, metrics
+from receiver import alerts, metrics, stats
 from receiver.config import Source
 from receiver.errors import ProviderError, TransientProviderError
 from receiver.inbox import raw_push
@@ -172,6 +172,7 @@ def dead_letter(svc: Services, event_ids: list[int], error: str, wanted: Wanted 
     puts them back."""
     _set_status(svc, event_ids, EventStatus.DEAD, error)
     if event_ids:
+        stats.note(["dead"], len(event_ids))
         where = f"{wanted.source} order {wanted.ref.order_id}" if wanted else f"event {event_ids[0]}"
         alerts.raise_alert(
             svc,

@@ -9,7 +9,7 @@ from flask import current_app
 from kombu.exceptions import OperationalError as BrokerError
 from redis.exceptions import RedisError
 
-from receiver import alerts, inbox, logs
+from receiver import alerts, inbox, logs, stats
 from receiver.errors import TransientProviderError
 from receiver.inbox import forget_nonces, mark_queued
 from receiver.models import EventStatus, utcnow
@@ -95,6 +95,7 @@ def check_backlog() -> int:
     """Alert when more tasks wait on the queue than the queue_backlog rule allows."""
     svc = services()
     depth = int(svc.redis.llen(svc.settings.namespace))
+    stats.sample_queue(svc, depth)
     if depth > svc.settings.alerts.rules["queue_backlog"].threshold:
         alerts.raise_alert(svc, "queue_backlog", "queue", f"{depth} tasks wait on the queue {svc.settings.namespace}", {"depth": depth})
     return depth
@@ -156,14 +157,23 @@ def refresh_open_orders(source: str) -> int:
         ref = family.held_order_ref(order.platform, order.provider_order_id, order.order_no, order.purchase_id)
         if ref is None:
             continue
-        countdown = pipeline.claim_refetch(svc, pipeline.Wanted(source, ref))
-        if countdown is not None:  # else one is already on its way
-            spread = scheduled / (src.rate_limit / 2)
-            refetch_order.apply_async((source, ref.platform, ref.order_id, dict(ref.lookup)), countdown=max(countdown, spread))
+        if schedule_refetch(pipeline.Wanted(source, ref), at_least=scheduled / (src.rate_limit / 2)):
             scheduled += 1
     if scheduled:
         log.info("orders.refresh_scheduled source=%s count=%s", source, scheduled)
     return scheduled
+
+
+def schedule_refetch(wanted: pipeline.Wanted, at_least: float = 0.0) -> bool:
+    """Queue a re-fetch of an order held with no push to go by (the open-order refresh, the admin's
+    button) through the claim a push takes; False when one is already on its way."""
+    countdown = pipeline.claim_refetch(services(), wanted)
+    if countdown is None:
+        return False
+    ref = wanted.ref
+    task = current_app.extensions["celery"].tasks[refetch_order.name]
+    task.apply_async((wanted.source, ref.platform, ref.order_id, dict(ref.lookup)), countdown=max(countdown, at_least))
+    return True
 
 
 @shared_task(name="workers.tasks.reconcile_source")

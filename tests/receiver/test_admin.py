@@ -4,7 +4,9 @@ from __future__ import annotations
 import base64
 import re
 import time
+from types import SimpleNamespace
 
+import itsdangerous.timed
 import pytest
 
 from receiver.admin import CSRF_TTL, csrf_token
@@ -20,7 +22,7 @@ def basic(user: str, password: str) -> dict[str, str]:
 ADMIN = basic("anyone", API_TOKEN)
 
 
-def page_token(client, url: str = "/admin/") -> str:  # type: ignore[no-untyped-def]
+def page_token(client, url: str = "/admin/events") -> str:  # type: ignore[no-untyped-def]
     """The CSRF token a page's forms carry."""
     html = client.get(url, headers=ADMIN).get_data(as_text=True)
     return re.search(r'name="csrf_token" value="([^"]+)"', html).group(1)  # type: ignore[union-attr]
@@ -66,7 +68,7 @@ def test_inbox_filters_by_status_source_and_order(client, stored_event):
     other = stored_event("daji", EventStatus.DEAD, "B-1")
 
     def listed(**query: str) -> set[int]:
-        html = client.get("/admin/", query_string=query, headers=ADMIN).get_data(as_text=True)
+        html = client.get("/admin/events", query_string=query, headers=ADMIN).get_data(as_text=True)
         return {int(i) for i in re.findall(r'<tr id="event-(\d+)"', html)}
 
     assert listed() == {dead, done, other}
@@ -74,13 +76,16 @@ def test_inbox_filters_by_status_source_and_order(client, stored_event):
     assert listed(source="demo") == {dead, done}
     assert listed(status="dead", source="demo") == {dead}
     assert listed(order="A-2") == {done}
-    html = client.get("/admin/", query_string={"source": "demo"}, headers=ADMIN).get_data(as_text=True)
+    html = client.get("/admin/events", query_string={"source": "demo"}, headers=ADMIN).get_data(as_text=True)
     assert 'id="tab-dead">dead (1)' in html and 'id="tab-processed">processed (1)' in html
     assert "provider code 1001: locked" in html
     assert 'id="replay-dead-daji"' in html and 'id="replay-dead-demo"' in html
-    resp = client.get("/admin/", query_string={"status": "nonsense"}, headers=ADMIN)
+    resp = client.get("/admin/events", query_string={"status": "nonsense"}, headers=ADMIN)
     assert resp.status_code == 400 and resp.mimetype == "text/html" and "status must be one of" in resp.get_data(as_text=True)
-    assert client.get("/admin/", query_string={"page": "0"}, headers=ADMIN).status_code == 400
+    assert client.get("/admin/events", query_string={"page": "0"}, headers=ADMIN).status_code == 400
+    # The inbox used to be the front page: its old links still land on it, filters kept.
+    resp = client.get("/admin/", query_string={"status": "dead", "source": "demo"}, headers=ADMIN)
+    assert resp.status_code == 302 and resp.location == "/admin/events?status=dead&source=demo"
 
 
 def test_event_page_shows_raw_body_headers_attempts_error_and_the_orders_history(app, client, sandbox, worker):
@@ -94,7 +99,7 @@ def test_event_page_shows_raw_body_headers_attempts_error_and_the_orders_history
     assert "ORDER_BUYER_VIEW_ORDER_PRICE_MODIFY" in html and ALIBABA in html  # the body
     assert "<th>access-key</th><td>ak-demo</td>" in html  # the headers we keep
     assert 'id="attempts">1<' in html
-    assert "<td>total_amount</td><td>23344</td><td>23194</td>" in html  # the history
+    assert "<td>total_amount</td><td>233.44 CNY</td><td>231.94 CNY</td>" in html  # the history, in yuan
     assert f"event:{second.id}" in html
     assert f'href="/admin/events/{first.id}"' in html  # the order's other events
 
@@ -106,15 +111,19 @@ def test_event_page_shows_raw_body_headers_attempts_error_and_the_orders_history
     assert client.get("/admin/events/999999", headers=ADMIN).status_code == 404
 
 
-def test_a_replay_needs_the_pages_csrf_token(app, client, stored_event):
+def test_a_replay_needs_the_pages_csrf_token(app, client, stored_event, monkeypatch):
     event_id = stored_event("demo", EventStatus.DEAD, "A-1")
     with app.app_context():
-        expired = csrf_token(now=time.time() - CSRF_TTL - 60)
-        forged = csrf_token().split(".")[0] + "." + "0" * 64
+        token = csrf_token()
+        monkeypatch.setattr(itsdangerous.timed, "time", SimpleNamespace(time=lambda: time.time() - CSRF_TTL - 60))
+        expired = csrf_token()
+        monkeypatch.undo()
+    forged = token.rsplit(".", 1)[0] + "." + "A" * 27
     for form in ({}, {"csrf_token": ""}, {"csrf_token": forged}, {"csrf_token": expired}, {"csrf_token": "12.34"}):
         resp = client.post(f"/admin/events/{event_id}/replay", data=form, headers=ADMIN)
         assert resp.status_code == 403 and resp.mimetype == "text/html", form
         assert client.post("/admin/replay-dead", data={**form, "source": "demo"}, headers=ADMIN).status_code == 403
+    assert "too old" in client.post(f"/admin/events/{event_id}/replay", data={"csrf_token": expired}, headers=ADMIN).get_data(as_text=True)
     assert status_of(app, event_id) == EventStatus.DEAD
     resp = client.post(f"/admin/events/{event_id}/replay", data={"csrf_token": page_token(client)}, headers=ADMIN)
     assert resp.status_code == 303 and resp.location.endswith(f"/admin/events/{event_id}?replayed=1")
@@ -138,4 +147,4 @@ def test_an_ignored_events_page_says_why(app, client):
     [event] = events_when(app, EventStatus.IGNORED)
     html = client.get(f"/admin/events/{event.id}", headers=ADMIN).get_data(as_text=True)
     assert 'id="ignored-reason">the summary body names no order id<' in html
-    assert "the summary body names no order id" in client.get("/admin/?status=ignored", headers=ADMIN).get_data(as_text=True)
+    assert "the summary body names no order id" in client.get("/admin/events?status=ignored", headers=ADMIN).get_data(as_text=True)

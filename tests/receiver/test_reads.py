@@ -66,7 +66,8 @@ def test_the_inbox_counts_are_cached_for_their_ttl(app, client):
 
 
 @pytest.mark.parametrize("url", ["/api/events?page=²", "/api/events?per_page=٣", "/api/events?page=" + "9" * 5000,
-                                 "/admin/?page=²", "/admin/?page=0", "/admin/?page=1001", "/api/events?page=1001"])
+                                 "/admin/events?page=²", "/admin/events?page=0", "/admin/events?page=1001", "/api/events?page=1001",
+                                 "/admin/orders?page=0", "/admin/orders?since=1x", "/admin/changes?since=99999d"])
 def test_a_page_argument_that_is_not_a_plain_number_is_a_400(client, url):
     headers = ADMIN if url.startswith("/admin") else {"Authorization": f"Bearer {API_TOKEN}"}
     resp = client.get(url, headers=headers)
