@@ -18,6 +18,7 @@ from flask import Blueprint, Response, redirect, render_template, request, url_f
 from sqlalchemy import func, select
 from werkzeug.exceptions import HTTPException
 
+from receiver import dispatch
 from receiver.args import int_arg
 from receiver.auth import token_matches
 from receiver.errors import BadRequest, NotFound, ReceiverError, Unauthorized
@@ -215,10 +216,8 @@ def event_body(event_id: int) -> Response:
 @bp.post("/events/<int:event_id>/replay")
 def replay_event(event_id: int) -> Response:
     """Put one event back through the pipeline."""
-    from workers.tasks import replay
-
     check_csrf(request.form.get("csrf_token"))
-    queued = replay([event_id])
+    queued = dispatch.replay([event_id])
     log.info("admin.replay event=%s queued=%s", event_id, queued)
     return redirect(url_for("admin.event", event_id=event_id, replayed=queued), code=303)
 
@@ -226,15 +225,12 @@ def replay_event(event_id: int) -> Response:
 @bp.post("/replay-dead")
 def replay_dead() -> Response:
     """Put every dead event of one source back through the pipeline."""
-    from workers import pipeline
-    from workers.tasks import replay
-
     check_csrf(request.form.get("csrf_token"))
     source = request.form.get("source", "")
     if source not in services().settings.sources:
         raise BadRequest(f"no source {source!r}")
-    ids = pipeline.select_for_replay(services(), EventStatus.DEAD, source, None)
-    queued = replay(ids)
+    ids = dispatch.select_for_replay(services(), EventStatus.DEAD, source, None)
+    queued = dispatch.replay(ids)
     log.info("admin.replay_dead source=%s events=%s queued=%s", source, len(ids), queued)
     return redirect(url_for("admin.inbox", source=source, replayed=f"{queued} of {len(ids)}"), code=303)
 

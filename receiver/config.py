@@ -12,28 +12,9 @@ from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate
 from sqlalchemy.engine import make_url
 
 from receiver.errors import ConfigError
+from receiver.providers import Source, family_for
 
 ENV_PREFIX = "env:"
-IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
-
-
-@dataclass(frozen=True)
-class Source:
-    """One account at one provider, and the secrets that guard its callback URL."""
-
-    name: str
-    family: str
-    base_url: str
-    callback_token: str
-    credentials: Mapping[str, Any]
-    allow_ips: tuple[IPNetwork, ...] = ()
-    timeout: float = 10.0
-    rate_limit: float = 10.0  # outbound API calls per second, across all workers
-    rate_burst: int = 10
-
-    def __repr__(self) -> str:
-        # Secrets never reach a log line through a repr.
-        return f"Source(name={self.name!r}, family={self.family!r}, base_url={self.base_url!r})"
 
 
 # Each alert rule: on by default, with the threshold it compares against (its unit in the comment).
@@ -278,8 +259,6 @@ def _resolve_env(value: Any, environ: Mapping[str, str], where: str) -> Any:
 
 def load_source(name: str, table: Mapping[str, Any], environ: Mapping[str, str]) -> Source:
     """Validate one `[sources.<name>]` table, resolving `env:VAR` values."""
-    from receiver.providers import family_for  # the registry imports provider modules
-
     where = f"sources.{name}"
     if not SOURCE_NAME.fullmatch(name):
         raise ConfigError(f"{where}: a source name is 1 to 64 letters, digits, '_' or '-' (it is part of the URL)")

@@ -16,11 +16,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from receiver.db import DriverStatement, driver_cursor
 from receiver.errors import ReplayedNonce
 from receiver.models import Event, EventStatus, SpentNonce, utcnow
-from receiver.providers import Push, RawPush
-
-# Headers worth keeping with the raw event; cookies and proxies' own headers are not. Looked up by
-# name in the push's case-insensitive headers, which is cheaper than going through all of them.
-KEPT_HEADERS = ("access-key", "content-length", "content-type", "nonce-str", "signature", "timestamp", "user-agent", "user-id")
+from receiver.providers import KEPT_HEADERS, Push, RawPush
 
 
 @dataclass(frozen=True)

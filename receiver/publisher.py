@@ -22,6 +22,8 @@ from typing import Any
 
 from flask import Flask
 
+from receiver import dispatch
+
 log = logging.getLogger("receiver.publisher")
 BATCH = 200
 LINGER = 0.1  # seconds; a re-fetch waits this much longer, an acknowledgement not at all
@@ -77,9 +79,7 @@ class Publisher(ProcessThread):
 
     def publish(self, batch: list[int]) -> None:
         """Publish a batch as one task; if that fails the events stay `received` for the sweeper."""
-        from workers.tasks import process_events
-
         try:
-            self.app.extensions["celery"].tasks[process_events.name].apply_async((batch,), retry=False)
+            dispatch.publish_batch(self.app, batch)
         except Exception as err:  # noqa: BLE001 - the thread must live on; the sweeper catches up
             log.warning("callback.enqueue_failed events=%s error=%s", len(batch), err.__class__.__name__)

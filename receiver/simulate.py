@@ -11,11 +11,10 @@ from urllib.parse import urlsplit
 import requests
 from sqlalchemy.orm import Session, sessionmaker
 
-from receiver.config import Source
 from receiver.db import make_engine, make_sessionmaker
 from receiver.errors import ProviderError, ReceiverError
 from receiver.orders import find_order, order_json
-from receiver.providers import OrderSnapshot, RawPush, family_for
+from receiver.providers import Source, OrderSnapshot, RawPush, family_for
 
 COMPARED = ("status", "raw_status", "product_amount", "shipping_fee", "discount", "total_amount", "refund_amount")
 

@@ -27,9 +27,8 @@ from receiver import create_app
 from receiver.config import Settings, load_settings
 from receiver.migrate import upgrade
 from receiver.models import Alert, Event, Order, OrderChange, OrderLine, SpentNonce
+from receiver.providers import FAMILIES
 from receiver.sandbox import Sandbox
-from receiver.sandbox.dajisaas import DajisaasProvider
-from receiver.sandbox.xportcn import XportcnProvider
 
 ROOT = Path(__file__).resolve().parent.parent
 API_TOKEN = "test-api-token-0123456789"
@@ -47,8 +46,6 @@ CREDENTIALS = {
     "daji": {"app_key": "ak-daji", "app_secret": "daji-secret-0003"},
 }
 TOKENS = {"demo": "cb-token-demo-0123456789", "xport": "cb-token-xport-012345678", "thai": "cb-token-thai-0123456789", "daji": "cb-token-daji-0123456789"}
-# The loopback provider of each family.
-FAKES = {"xportcn": XportcnProvider, "dajisaas": DajisaasProvider}
 
 
 def free_port() -> int:
@@ -113,7 +110,7 @@ def sandbox() -> Iterator[Sandbox]:
 def fresh_providers(box: Sandbox) -> None:
     """Mount new provider state (seed orders, no faults) for every test source."""
     for name, (family, prefix, options) in SOURCES.items():
-        box.mount(prefix, FAKES[family](**CREDENTIALS[name], **options))
+        box.mount(prefix, FAMILIES[family].sandbox({**CREDENTIALS[name], **options}))
     box.faults.__init__()  # type: ignore[misc]
     box.calls.clear()
 

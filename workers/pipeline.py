@@ -19,12 +19,11 @@ from redis.exceptions import RedisError
 from sqlalchemy.exc import IntegrityError, OperationalError
 
 from receiver import alerts, metrics
-from receiver.config import Source
 from receiver.errors import ProviderError, TransientProviderError
 from receiver.inbox import raw_push
 from receiver.models import Event, EventStatus, Order, utcnow
 from receiver.orders import Change, apply_snapshot
-from receiver.providers import OrderRef, family_for
+from receiver.providers import Source, OrderRef, family_for
 from receiver.ratelimit import LimitedHttp, RateLimiter
 from receiver.services import Services
 
@@ -229,31 +228,6 @@ def stuck_events(svc: Services) -> list[int]:
     )
     with svc.engine.connect() as conn:
         return list(conn.scalars(stmt))
-
-
-def reopen(svc: Services, event_ids: list[int]) -> list[int]:
-    """Put dead or failed events back to `received` for a replay; return those that were reopened."""
-    if not event_ids:
-        return []
-    stmt = (
-        update(Event)
-        .where(Event.id.in_(event_ids), Event.status.in_([EventStatus.DEAD, EventStatus.PROCESSED, *WAITING]))
-        .values(status=EventStatus.RECEIVED, last_error=None, updated_at=utcnow())
-        .returning(Event.id)
-    )
-    with svc.engine.begin() as conn:
-        return sorted(conn.scalars(stmt))
-
-
-def select_for_replay(svc: Services, status: str, source: str | None, since: datetime | None) -> list[int]:
-    """Ids of the events a replay by filter would put back."""
-    stmt = select(Event.id).where(Event.status == status)
-    if source:
-        stmt = stmt.where(Event.source == source)
-    if since:
-        stmt = stmt.where(Event.received_at >= since)
-    with svc.engine.connect() as conn:
-        return list(conn.scalars(stmt.order_by(Event.id)))
 
 
 FINAL_STATUSES = ("completed", "cancelled", "closed")

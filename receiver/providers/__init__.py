@@ -6,11 +6,12 @@ outside this package knows a provider's field names.
 """
 from __future__ import annotations
 
+import ipaddress
 import unicodedata
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import cache
-from typing import TYPE_CHECKING, Any, Iterator, Mapping, Protocol
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, Protocol
 
 from marshmallow import ValidationError
 
@@ -20,7 +21,29 @@ if TYPE_CHECKING:
     import requests
     from marshmallow import Schema
 
-    from receiver.config import Source
+    from receiver.sandbox import FakeProvider
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+@dataclass(frozen=True)
+class Source:
+    """One account at one provider, and the secrets that guard its callback URL."""
+
+    name: str
+    family: str
+    base_url: str
+    callback_token: str
+    credentials: Mapping[str, Any]
+    allow_ips: tuple[IPNetwork, ...] = ()
+    timeout: float = 10.0
+    rate_limit: float = 10.0  # outbound API calls per second, across all workers
+    rate_burst: int = 10
+
+    def __repr__(self) -> str:
+        # Secrets never reach a log line through a repr.
+        return f"Source(name={self.name!r}, family={self.family!r}, base_url={self.base_url!r})"
+
 
 KINDS = ("price", "status", "refund", "logistics", "other")
 PLATFORMS = ("taobao", "1688")
@@ -124,6 +147,7 @@ class Family(Protocol):
     """What a provider family module offers the core."""
 
     name: str
+    push_headers: tuple[str, ...]  # lower-case names of the headers its pushes carry, kept with each event
 
     def credentials_schema(self) -> Schema:
         """The marshmallow schema of this family's source keys (credentials and options)."""
@@ -147,19 +171,6 @@ class Family(Protocol):
 
     def held_order_ref(self, platform: str, provider_order_id: str, order_no: str | None, purchase_id: str | None) -> OrderRef | None:
         """How to re-fetch an order we hold, with no push to go by; None when the family cannot."""
-
-
-def family_for(name: str) -> Family:
-    """The family module registered under `name`; KeyError when there is none."""
-    return _families()[name]
-
-
-@cache
-def _families() -> dict[str, Family]:
-    """The registry, built once: every push and every re-fetch looks a family up."""
-    from receiver.providers import dajisaas, xportcn
-
-    return {f.name: f for f in (xportcn.FAMILY, dajisaas.FAMILY)}
 
 
 def has_control(text: str) -> bool:
@@ -260,3 +271,34 @@ def as_int(value: Any, what: str) -> int:
     if value is None:
         return 0
     raise PermanentProviderError(f"{what} is not an integer: {value!r}")
+
+
+@dataclass(frozen=True)
+class Registered:
+    """One family as the app, the CLI, the sandbox and the tests find it: our client, and the loopback
+    provider that plays the other side with code of its own."""
+
+    client: Family
+    sandbox: Callable[[Mapping[str, Any]], FakeProvider]  # a source's credentials -> a fresh provider
+
+
+def family_for(name: str) -> Family:
+    """The family client registered under `name`; KeyError when there is none."""
+    return FAMILIES[name].client
+
+
+def _registry() -> dict[str, Registered]:
+    """Every family, by name: the one list a new family is added to."""
+    # Imported here, after everything above exists: each family module imports this package's types.
+    from receiver.providers import dajisaas, xportcn
+    from receiver.sandbox.dajisaas import DajisaasProvider
+    from receiver.sandbox.xportcn import XportcnProvider
+
+    families = (Registered(xportcn.FAMILY, XportcnProvider.for_source), Registered(dajisaas.FAMILY, DajisaasProvider.for_source))
+    return {f.client.name: f for f in families}
+
+
+FAMILIES = _registry()
+# Headers worth keeping with a raw event: each family's own and a few of HTTP's; cookies and
+# proxies' headers are not. Sorted, so that the stored JSON is the same for the same push.
+KEPT_HEADERS = tuple(sorted({"content-length", "content-type", "user-agent", *(h for f in FAMILIES.values() for h in f.client.push_headers)}))

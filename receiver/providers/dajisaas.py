@@ -30,6 +30,7 @@ from receiver.providers import (
     Push,
     PushAuth,
     RawPush,
+    Source,
     answer_data,
     first_field,
     has_control,
@@ -41,8 +42,6 @@ from receiver.providers.alibaba import PLATFORM, TOPIC_KINDS, order_snapshot, re
 
 if TYPE_CHECKING:
     import requests
-
-    from receiver.config import Source
 
 log = logging.getLogger("receiver.providers.dajisaas")
 
@@ -354,6 +353,8 @@ def _taobao_push(source: Source, data: dict[str, Any]) -> Push:
 
 class DajisaasFamily:
     """The family's implementation of the provider seam."""
+
+    push_headers: tuple[str, ...] = ()  # its pushes are signed in the form body
 
     name = NAME
 

@@ -29,6 +29,7 @@ from receiver.providers import (
     Push,
     PushAuth,
     RawPush,
+    Source,
     alibaba,
     answer_data,
     as_int,
@@ -41,8 +42,6 @@ from receiver.providers import (
 
 if TYPE_CHECKING:
     import requests
-
-    from receiver.config import Source
 
 NAME = "xportcn"
 log = logging.getLogger("receiver.providers.xportcn")
@@ -338,6 +337,8 @@ def dedupe_key(source: str, envelope: Mapping[str, Any]) -> str:
 
 class XportcnFamily:
     """The family's implementation of the provider seam."""
+
+    push_headers = (*SIGNATURE_HEADERS, NONCE_HEADER, USER_ID_HEADER)
 
     name = NAME
 

@@ -28,6 +28,10 @@ class FakeProvider(Protocol):
 
     family: str
 
+    @classmethod
+    def for_source(cls, credentials: Mapping[str, Any]) -> FakeProvider:
+        """The provider of one account, from a source's credentials as the sources file gives them."""
+
     def handle(self, path: str, headers: Mapping[str, str], body: bytes) -> tuple[int, dict[str, Any]]:
         """Answer one API request: (HTTP status, JSON body)."""
 

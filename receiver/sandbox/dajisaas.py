@@ -228,6 +228,13 @@ class DajisaasProvider:
         self.msg_ids = itertools.count(int(time.time() * 1000) * 1000)
         self.requests: list[dict[str, Any]] = []  # the bodies of the API calls, as received
 
+    @classmethod
+    def for_source(cls, credentials: Mapping[str, Any]) -> DajisaasProvider:
+        """The provider of an app with a source's credentials; it signs pushes as the source pins ("any": as usual)."""
+        scheme = credentials.get("signature_scheme")
+        pinned = {"signature_scheme": scheme} if scheme and scheme != "any" else {}
+        return cls(credentials["app_key"], credentials["app_secret"], **pinned)
+
     # --- the API -------------------------------------------------------------------------------
     def error(self, code: int, msg: str) -> dict[str, Any]:
         return {"code": code, "message": msg, "data": None, "timestamp": int(time.time() * 1000),

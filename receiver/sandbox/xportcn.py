@@ -188,6 +188,11 @@ class XportcnProvider:
         for record in TAOBAO_SEED:
             self._hold("taobao", str(record["purchaseId"]), copy.deepcopy(record))
 
+    @classmethod
+    def for_source(cls, credentials: Mapping[str, Any]) -> XportcnProvider:
+        """The provider of an account with a source's credentials (keys as in the sources file)."""
+        return cls(credentials["access_key"], credentials["access_secret"], credentials["user_id"], credentials.get("portal", "xportcn"))
+
     def _hold(self, platform: str, order_id: str, record: dict[str, Any], created: datetime | None = None) -> None:
         at = created or datetime.now(CHINA)
         (self.alibaba if platform == "1688" else self.taobao)[order_id] = record

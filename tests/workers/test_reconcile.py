@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 from click.testing import CliRunner
 
-from receiver.cli import main
+from workers.cli import main
 from tests.conftest import wait_for
 from tests.workers.test_refetch import AUTH
 

@@ -9,7 +9,7 @@ from click.testing import CliRunner
 from sqlalchemy import insert, select, update
 
 from receiver import inbox
-from receiver.cli import main
+from workers.cli import main
 from receiver.models import Event, Order, OrderChange, utcnow
 from tests.workers.test_refetch import ALIBABA, TAOBAO, order_when, send
 from workers import tasks
