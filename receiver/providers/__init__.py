@@ -9,7 +9,7 @@ from __future__ import annotations
 import ipaddress
 import unicodedata
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta, timezone
 from functools import cache
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, Protocol
 
@@ -200,6 +200,29 @@ def first_field(err: ValidationError, default: str) -> str:
 # How many pages one reconciliation reads at most per list, so that a provider that ignores the
 # window cannot keep a worker busy for ever.
 MAX_PAGES = 200
+# Both families' APIs and 1688's times without an offset are on Beijing time.
+CHINA_TIME = timezone(timedelta(hours=8))
+
+
+def pages_by_total(
+    fetch: Callable[[int, int], tuple[int | None, list[dict[str, Any]]]], size: int
+) -> Iterator[list[dict[str, Any]]]:
+    """Every record of a list, a page at a time: `fetch(number, size)` answers (total, records).
+
+    A page shorter than asked is not the end, since a server may cap the page size: the total is,
+    and without one an empty page. Later pages are asked in the size the server capped the first to,
+    so that page numbers count what it actually serves.
+    """
+    seen = 0
+    for number in range(1, MAX_PAGES + 1):
+        total, records = fetch(number, size)
+        if records:
+            yield records
+        seen += len(records)
+        if not records or (total is not None and seen >= total):
+            return
+        if number == 1 and len(records) < size:
+            size = len(records)
 
 
 def post_json(

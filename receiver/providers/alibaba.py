@@ -19,7 +19,7 @@ from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from typing import Any, Mapping
 
 from receiver.errors import PermanentProviderError
-from receiver.providers import LineSnapshot, OrderSnapshot
+from receiver.providers import CHINA_TIME, LineSnapshot, OrderSnapshot
 
 log = logging.getLogger("receiver.providers.alibaba")
 
@@ -79,8 +79,6 @@ LINE_ID_KEYS = ("subItemIDString", "subItemID")
 INFERRED_LINE_KEY_FIELDS = ("productID", "skuID", "specId", "cargoNumber", "productCargoNumber", "name")
 DERIVED_LINE_PREFIX = "derived-"
 CURRENCY = "CNY"
-# 1688 times without an offset are Beijing time.
-CHINA_TIME = timezone(timedelta(hours=8))
 # 1688's own time format, as the order list request example writes it: 20250702211113000+0800.
 COMPACT_TIME = re.compile(r"^(\d{14})(\d{3})([+-]\d{4})$")
 FEN_PER_YUAN = Decimal(100)

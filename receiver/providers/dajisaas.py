@@ -24,7 +24,7 @@ from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate
 
 from receiver.errors import BadSignature, MalformedPush, PermanentProviderError, ProviderError
 from receiver.providers import (
-    MAX_PAGES,
+    CHINA_TIME,
     OrderRef,
     OrderSnapshot,
     Push,
@@ -35,6 +35,7 @@ from receiver.providers import (
     first_field,
     has_control,
     order_records,
+    pages_by_total,
     plain_text,
     post_json,
 )
@@ -422,24 +423,17 @@ class DajisaasFamily:
         self, http: requests.Session, source: Source, since: datetime, until: datetime
     ) -> Iterator[list[OrderSnapshot]]:
         """Page through the buyer order list for orders created in the window, up to `totalRecord`."""
-        seen = 0
-        for page_no in range(1, MAX_PAGES + 1):
-            params = {
-                "createStartTime": _list_time(since),
-                "createEndTime": _list_time(until),
-                "page": page_no,
-                "pageSize": INFERRED_LIST_PAGE_SIZE,
-            }
-            page = _call(http, source, ORDER_LIST_PATH, params)
-            records = order_records(page.get("result") if isinstance(page, dict) else None, "data.result")
-            seen += len(records)
-            snaps = _snapshots(source, records)
-            if snaps:
+        def fetch(number: int, size: int) -> tuple[int | None, list[dict[str, Any]]]:
+            window = {"createStartTime": _list_time(since), "createEndTime": _list_time(until)}
+            page = _call(http, source, ORDER_LIST_PATH, {**window, "page": number, "pageSize": size})
+            if not isinstance(page, dict):
+                return None, order_records(None, "data.result")
+            total = page.get("totalRecord")
+            return (total if isinstance(total, int) else None), order_records(page.get("result"), "data.result")
+
+        for records in pages_by_total(fetch, INFERRED_LIST_PAGE_SIZE):
+            if snaps := _snapshots(source, records):
                 yield snaps
-            total = page.get("totalRecord") if isinstance(page, dict) else None
-            # A page shorter than asked is not the end: the server may cap the size. totalRecord is.
-            if not records or (isinstance(total, int) and seen >= total):
-                break
 
 
 def _snapshots(source: Source, records: list[dict[str, Any]]) -> list[OrderSnapshot]:
@@ -455,7 +449,7 @@ def _snapshots(source: Source, records: list[dict[str, Any]]) -> list[OrderSnaps
 
 def _list_time(moment: datetime) -> str:
     """A time as the order list takes it (see the 004 doc's example): yyyyMMddHHmmssSSS+0800."""
-    china = moment.astimezone(timezone(timedelta(hours=8)))
+    china = moment.astimezone(CHINA_TIME)
     return china.strftime("%Y%m%d%H%M%S") + f"{china.microsecond // 1000:03d}+0800"
 
 

@@ -22,7 +22,7 @@ from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate
 
 from receiver.errors import BadSignature, MalformedPush, PermanentProviderError
 from receiver.providers import (
-    MAX_PAGES,
+    CHINA_TIME,
     LineSnapshot,
     OrderRef,
     OrderSnapshot,
@@ -36,6 +36,7 @@ from receiver.providers import (
     first_field,
     has_control,
     order_records,
+    pages_by_total,
     plain_text,
     request_json,
 )
@@ -86,7 +87,7 @@ LIST_PAGE_SIZE = 50
 LOOKUP_PAGE_SIZE = 20
 # The list APIs filter by creation time, given as "YYYY-MM-DD HH:MM:SS" without a zone: we take it to
 # be China time, the platform's own.
-INFERRED_PROVIDER_TZ = timezone(timedelta(hours=8))
+INFERRED_PROVIDER_TZ = CHINA_TIME
 TAOBAO_WINDOW = ("beginDateTime", "endDateTime")
 ALIBABA_WINDOW = ("orderTimeBegin", "orderTimeEnd")
 # The documented filters of each list (000, 001 and 002 in shared/provider-docs): a real server ignores
@@ -462,18 +463,8 @@ def _page(http: requests.Session, source: Source, path: str, payload: Mapping[st
 
 
 def _pages(http: requests.Session, source: Source, path: str, filters: Mapping[str, Any]) -> Iterator[list[dict[str, Any]]]:
-    """Every record of a list, a page at a time, following `total` (a server may cap the page size);
-    an answer without one is read until an empty page."""
-    size, seen = LIST_PAGE_SIZE, 0
-    for number in range(1, MAX_PAGES + 1):
-        total, records = _page(http, source, path, {"pageNum": number, "pageSize": size, **filters})
-        if records:
-            yield records
-        seen += len(records)
-        if not records or (total is not None and seen >= total):
-            return
-        if number == 1 and len(records) < size:
-            size = len(records)  # the server's cap: later pages are numbered in its size
+    """Every record of a list, a page at a time, following `total`."""
+    return pages_by_total(lambda number, size: _page(http, source, path, {"pageNum": number, "pageSize": size, **filters}), LIST_PAGE_SIZE)
 
 
 def _lookup(
