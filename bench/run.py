@@ -15,7 +15,6 @@ import re
 import runpy
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -34,15 +33,14 @@ from sqlalchemy.engine import Engine, make_url
 from bench import busy, pushes
 from bench.variants import VARIANTS
 from receiver.migrate import upgrade
+from receiver.orders import COMPARED
 from receiver.providers import xportcn as spec
-from receiver.sandbox import Sandbox
+from receiver.sandbox import Sandbox, free_port, wait_for
 from receiver.sandbox.xportcn import XportcnProvider
 
 ROOT = Path(__file__).resolve().parent.parent
 LUA = ROOT / "bench" / "push.lua"
 GUNICORN_CONF = ROOT / "deploy" / "gunicorn.conf.py"
-# What the burst compares between our copy of an order and the provider's (as `receiver simulate` does).
-COMPARED = ("status", "raw_status", "product_amount", "shipping_fee", "discount", "total_amount", "refund_amount")
 CREDS = {
     "load": pushes.Credentials("ak-bench-load", "bench-load-secret-01", "2100000000001", "cb-token-bench-load-0001"),
     "burst": pushes.Credentials("ak-bench-burst", "bench-burst-secret-02", "2100000000002", "cb-token-bench-burst-002"),
@@ -60,28 +58,6 @@ class Stop(Exception):
 
 def _on_sigterm(signum: int, frame: object) -> None:
     raise Stop()
-
-
-def free_port() -> int:
-    """A port nothing listens on right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_for(predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.05) -> Any:
-    """Poll until `predicate` is truthy; raise naming `what` after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            value = predicate()
-        except (OSError, requests.RequestException):
-            value = None
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"{what}: not ready within {timeout:.0f}s")
-        time.sleep(interval)
 
 
 def children(pid: int) -> list[int]:
@@ -533,7 +509,7 @@ class Bench:
 
         try:
             wait_for(drained, timeout, "queue", interval=0.2)
-        except RuntimeError:
+        except TimeoutError:
             return False
         return True
 

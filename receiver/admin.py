@@ -19,7 +19,7 @@ from sqlalchemy import func, select
 from werkzeug.exceptions import HTTPException
 
 from receiver import dispatch
-from receiver.args import int_arg
+from receiver.args import STATUSES, page_arg, status_arg
 from receiver.auth import token_matches
 from receiver.errors import BadRequest, NotFound, ReceiverError, Unauthorized
 from receiver.inbox import event_headers, status_counts
@@ -94,23 +94,17 @@ def check_csrf(value: str | None) -> None:
 
 @bp.context_processor
 def template_globals() -> dict[str, Any]:
-    return {"csrf_token": csrf_token(), "statuses": EventStatus.ALL, "sources": sorted(services().settings.sources)}
+    return {"csrf_token": csrf_token(), "statuses": STATUSES, "sources": sorted(services().settings.sources)}
 
 
 # --- pages -----------------------------------------------------------------------------------------
-def _page_arg() -> int:
-    return int_arg("page", 1, 1, MAX_PAGE)
-
-
 @bp.get("/")
 def inbox() -> str:
     """The inbox, newest first, filtered by status, source and order, with counts per status."""
-    status = request.args.get("status", "")
+    status = status_arg()
     source = request.args.get("source", "")
     order = request.args.get("order", "").strip()
-    page = _page_arg()
-    if status and status not in EventStatus.ALL:
-        raise BadRequest(f"status must be one of {', '.join(EventStatus.ALL)}")
+    page = page_arg(MAX_PAGE)
     scope = select(Event)
     if source:
         scope = scope.where(Event.source == source)
@@ -130,7 +124,7 @@ def inbox() -> str:
                 if not source or s == source:
                     counts[st] = counts.get(st, 0) + n
         events = list(session.scalars(listed.order_by(Event.id.desc()).limit(PER_PAGE).offset((page - 1) * PER_PAGE)))
-    counts = {s: 0 for s in EventStatus.ALL} | counts
+    counts = {s: 0 for s in STATUSES} | counts
     total = counts[status] if status else sum(counts.values())
     return render_template(
         "admin/inbox.html",

@@ -180,7 +180,7 @@ class InboxCollector:
 
     def _events(self, rows: list[Any]) -> Iterator[Metric]:
         # Every configured source and status gets a series, zero included, so alerts see a change from 0.
-        counts = {(source, status): 0 for source in self.svc.settings.sources for status in EventStatus.ALL}
+        counts = {(source, status): 0 for source in self.svc.settings.sources for status in EventStatus}
         counts.update({(source, status): n for source, status, n in rows})
         events = GaugeMetricFamily("receiver_events", "Inbox events by source and status.", labels=["source", "status"])
         dead = GaugeMetricFamily("receiver_dead_letters", "Dead events waiting for a fix and a replay, by source.", labels=["source"])

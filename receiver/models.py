@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from datetime import datetime, timezone
+from enum import StrEnum
 
 from sqlalchemy import (
     BigInteger,
@@ -54,8 +55,8 @@ class Base(DeclarativeBase):
     )
 
 
-class EventStatus:
-    """The life of an inbox event."""
+class EventStatus(StrEnum):
+    """The life of an inbox event, in the order an event lives it."""
 
     RECEIVED = "received"  # stored, maybe not yet on the queue
     QUEUED = "queued"  # on the queue
@@ -63,8 +64,6 @@ class EventStatus:
     IGNORED = "ignored"  # stored and acknowledged, but a type we do not act on
     FAILED = "failed"  # last attempt failed, a retry is scheduled
     DEAD = "dead"  # failed for good; can be replayed
-
-    ALL = (RECEIVED, QUEUED, PROCESSED, IGNORED, FAILED, DEAD)
 
 
 class Event(Base):
@@ -192,7 +191,7 @@ class OrderChange(Base):
     order: Mapped[Order] = relationship(back_populates="changes")
 
 
-class AlertStatus:
+class AlertStatus(StrEnum):
     """Where an alert's delivery stands (the log sink has it from the start)."""
 
     PENDING = "pending"

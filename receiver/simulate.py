@@ -13,10 +13,9 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from receiver.db import make_engine, make_sessionmaker
 from receiver.errors import ProviderError, ReceiverError
-from receiver.orders import find_order, order_json
+from receiver.orders import COMPARED, find_order, order_json
 from receiver.providers import Source, OrderSnapshot, RawPush, family_for
 
-COMPARED = ("status", "raw_status", "product_amount", "shipping_fee", "discount", "total_amount", "refund_amount")
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import socket
 import subprocess
 import sys
 import threading
@@ -28,7 +27,7 @@ from receiver.config import Settings, load_settings
 from receiver.migrate import upgrade
 from receiver.models import Alert, Event, Order, OrderChange, OrderLine, SpentNonce
 from receiver.providers import FAMILIES
-from receiver.sandbox import Sandbox
+from receiver.sandbox import Sandbox, free_port, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 API_TOKEN = "test-api-token-0123456789"
@@ -46,28 +45,6 @@ CREDENTIALS = {
     "daji": {"app_key": "ak-daji", "app_secret": "daji-secret-0003"},
 }
 TOKENS = {"demo": "cb-token-demo-0123456789", "xport": "cb-token-xport-012345678", "thai": "cb-token-thai-0123456789", "daji": "cb-token-daji-0123456789"}
-
-
-def free_port() -> int:
-    """A TCP port nobody listens on right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_for(
-    predicate: Callable[[], Any], timeout: float = 30.0, interval: float = 0.05, explain: Callable[[], str] | None = None
-) -> Any:
-    """Poll `predicate` until it returns something truthy; fail the test after `timeout` seconds,
-    saying what `explain` finds then."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout}s" + (f": {explain()}" if explain else ""))
-        time.sleep(interval)
 
 
 @pytest.fixture(scope="session")

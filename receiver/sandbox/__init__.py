@@ -8,12 +8,13 @@ from __future__ import annotations
 import json
 import logging
 import random
+import socket
 import threading
 import time
 from urllib.parse import parse_qsl
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Mapping, Protocol
+from typing import Any, Callable, Mapping, Protocol
 
 log = logging.getLogger("receiver.sandbox")
 
@@ -21,6 +22,34 @@ FAULT_MODES = ("http500", "http429", "timeout", "code")
 CONTROL = "_control"
 # What `receiver simulate <kind>` asks a provider to do to an order.
 CHANGES = {"price": "correct_price", "status": "step_status", "refund": "refund"}
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def wait_for(
+    predicate: Callable[[], Any], timeout: float = 30.0, what: str = "condition", interval: float = 0.05,
+    explain: Callable[[], str] | None = None,
+) -> Any:
+    """Poll `predicate` until it returns something truthy, and return that; raise TimeoutError naming
+    `what` (and what `explain` finds then) after `timeout` seconds. A predicate that raises OSError
+    (a server not listening yet, a request refused) counts as not yet."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            value = predicate()
+        except OSError:
+            value = None
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{what} not met within {timeout}s" + (f": {explain()}" if explain else ""))
+        time.sleep(interval)
 
 
 class FakeProvider(Protocol):

@@ -299,7 +299,7 @@ def test_stuck_events_are_the_untaken_and_the_failed_whose_retry_never_came(svc:
 
 
 def test_reopen_puts_dead_failed_and_processed_events_back(svc: Any) -> None:
-    events = {s: add_event(svc, status=s) for s in EventStatus.ALL}
+    events = {s: add_event(svc, status=s) for s in EventStatus}
     with svc.engine.begin() as conn:
         conn.execute(update(Event).values(last_error="HTTP 502"))
     reopened = dispatch.reopen(svc, list(events.values()))
