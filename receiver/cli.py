@@ -16,6 +16,7 @@ from flask import Flask
 from receiver.config import load_settings, load_sources
 from receiver.errors import ConfigError
 from receiver.providers import FAMILIES
+from receiver.sandbox import FAULT_MODES
 
 
 def _settings():  # type: ignore[no-untyped-def]
@@ -46,7 +47,7 @@ def migrate() -> None:
 @click.option("--sources", "sources_file", envvar="RECEIVER_SOURCES_FILE", default="sources.toml", show_default=True)
 @click.option("--latency", type=float, default=0.0, help="Seconds added to every answer.")
 @click.option("--fail-rate", type=float, default=0.0, help="Share of requests that fail (see --fail-mode).")
-@click.option("--fail-mode", type=click.Choice(["http500", "http429", "timeout", "code"]), default="http500", show_default=True)
+@click.option("--fail-mode", type=click.Choice(FAULT_MODES), default=FAULT_MODES[0], show_default=True)
 @click.option("--broken-order", "broken", multiple=True, help="An order id answered with a permanent error.")
 @click.option("--check", is_flag=True, help="Serve nothing: exit 0 if some source points at PORT, 1 (saying so) if none does.")
 def sandbox(

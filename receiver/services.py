@@ -1,7 +1,6 @@
 """The long-lived objects one process shares: settings, database, Redis, HTTP session."""
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass, field
 from functools import cached_property
 from urllib.parse import urlsplit
@@ -15,8 +14,6 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from receiver.config import Settings
 from receiver.db import make_engine, make_read_engine, make_sessionmaker
-
-log = logging.getLogger(__name__)
 
 
 @dataclass

@@ -45,8 +45,6 @@ class Source:
         return f"Source(name={self.name!r}, family={self.family!r}, base_url={self.base_url!r})"
 
 
-KINDS = ("price", "status", "refund", "logistics", "other")
-PLATFORMS = ("taobao", "1688")
 # Normalised order statuses, by how far along an order is; a re-fetch never moves an order to a
 # lower rank unless the provider gives a newer modified time.
 STATUS_RANK = {
