@@ -25,9 +25,9 @@ log = logging.getLogger("receiver.providers.alibaba")
 
 PLATFORM = "1688"
 
-# 1688's buyer-view trade topics (PUBLISHED-DOCS 2a, from the open.1688.com topic list) and the kind
-# of change each announces, whichever family relays them. Every one is re-fetched: the message is a
-# hint, the order is the truth.
+# 1688's buyer-view trade topics (shared/provider-docs/PUBLISHED-DOCS.md 2a, outside this
+# repository, from the open.1688.com topic list) and the kind of change each announces, whichever
+# family relays them. Every one is re-fetched: the message is a hint, the order is the truth.
 TOPIC_KINDS = {
     "ORDER_BUYER_VIEW_BUYER_MAKE": "status",
     "ORDER_BUYER_VIEW_ORDER_PRICE_MODIFY": "price",

@@ -3,7 +3,7 @@ posts, and 1688's orders read back through DajiSaaS's signed API.
 
 Everything the service knows about DajiSaaS's pushes, API and order JSON is here, as data where it
 can be (1688's order model itself is in `alibaba`). Sources: shared/provider-docs/PUBLISHED-DOCS.md
-section 2. Names starting with INFERRED_ mark what the provider does not document and we chose;
+section 2 (outside this repository). Names starting with INFERRED_ mark what the provider does not document and we chose;
 where a real account might differ, a per-source option in `CredentialsSchema` lets it be changed.
 """
 from __future__ import annotations

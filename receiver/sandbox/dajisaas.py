@@ -1,13 +1,13 @@
 """The DajiSaaS family's side of the sandbox: its signed API (buyerView and the buyer order list),
 and its pushes, 1688 trade messages and Taobao/Tmall messages.
 
-It plays DajiSaaS as PUBLISHED-DOCS.md section 2 describes it, on its own: it checks `sign` and
-makes `_dj_signature` with code of its own, never with the receiver's client, so that a mistake in
-the client shows up as a refused call instead of being mirrored. It ignores list filters the docs
-do not list (an `orderId` on the order list), as a real server would.
+It plays DajiSaaS as shared/provider-docs/PUBLISHED-DOCS.md section 2 (outside this repository)
+describes it, on its own: it checks `sign` and makes `_dj_signature` with code of its own, never
+with the receiver's client, so that a mistake in the client shows up as a refused call instead of
+being mirrored. It ignores list filters the docs do not list (an `orderId` on the order list), as a real server would.
 
 The first order is seeded from the order list example in the provider's documentation (004 in
-shared/provider-docs), rewound to before payment so that it can walk through every status; the
+shared/provider-docs, outside this repository), rewound to before payment so that it can walk through every status; the
 second from the buyerView example (wiki.dajisaas.com/api-164891585), with a line that has no id.
 Amounts are yuan, and ids go out both as strings and as JSON numbers rounded the way a double
 rounds them, as in the docs' sample.

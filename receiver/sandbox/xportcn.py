@@ -7,7 +7,7 @@ server ignores any other field), a page-size cap, creation-time windows, the 168
 1688's own model (yuan, status names, ids as rounded numbers and as strings), the Taobao refund
 query, and pushes in the three body shapes the docs show.
 
-Orders are seeded from the docs' examples (000, 001 and 002 in shared/provider-docs), with amounts
+Orders are seeded from the docs' examples (000, 001 and 002 in shared/provider-docs, outside this repository), with amounts
 made less round so that unit mistakes show.
 """
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """The Xportcn family's details, each on its own: what a refused push says, which ids a body names,
 the calls it makes (to a recording stand-in), and how each record field maps or is refused.
 
-Records are the documented examples of shared/provider-docs (000: the Taobao purchase list, 002: the
-1688 order page and detail, via the sandbox's seeds), with fees, quantities above 1 and fractional yuan.
+Records are the documented examples of shared/provider-docs, outside this repository (000: the Taobao
+purchase list, 002: the 1688 order page and detail, via the sandbox's seeds), with fees, quantities above 1 and fractional yuan.
 """
 from __future__ import annotations
 
