@@ -23,7 +23,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import redis
 import requests
@@ -188,7 +188,7 @@ class Load:
         return max(0.0, self.busy_cpu - self.server_cpu - self.wrk_cpu) / self.seconds
 
     @classmethod
-    def parse(cls, output: str) -> "Load":
+    def parse(cls, output: str) -> Load:
         line = next((ln for ln in output.splitlines() if ln.startswith("BENCH ")), None)
         if line is None:
             raise RuntimeError(f"wrk printed no figures:\n{output}")
@@ -406,7 +406,7 @@ class Bench:
         self.procs.stop("ceiling")
 
         ceiling, signed = (median_load(runs[k]) for k in ("ceiling", "signed"))
-        ratios = [r.rps / c.rps for c, r in zip(runs["ceiling"], runs["signed"])]
+        ratios = [r.rps / c.rps for c, r in zip(runs["ceiling"], runs["signed"], strict=True)]
         print("  medians (signed pushes: URL token + MD5 signature + nonce, each push distinct):")
         print(f"    ceiling   {ceiling.rps:6.0f} req/s   p50 {ceiling.p50_ms:5.1f} ms   p99 {ceiling.p99_ms:5.1f} ms"
               f"   cpu {ceiling.cpu_ms:.2f} ms/req")

@@ -15,6 +15,7 @@ import time
 from typing import Any
 
 from flask import Blueprint, Response, redirect, render_template, request, url_for
+from flask.typing import ResponseReturnValue
 from sqlalchemy import func, select
 from werkzeug.exceptions import HTTPException
 
@@ -65,7 +66,9 @@ def authenticate() -> None:
 def harden(response: Response) -> Response:
     # Our pages only: no framing (clickjacking a replay button), no caching of raw pushes.
     response.headers.setdefault("X-Frame-Options", "DENY")
-    response.headers.setdefault("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'")
+    response.headers.setdefault(
+        "Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'"
+    )
     response.headers.setdefault("Cache-Control", "no-store")
     response.headers.setdefault("Referrer-Policy", "no-referrer")
     return response
@@ -117,7 +120,7 @@ def inbox() -> str:
     with svc.ReadSession() as session:
         if order:  # one order's events: few, and found through the order_id index
             scoped = scope.subquery()
-            counts = dict(session.execute(select(scoped.c.status, func.count()).group_by(scoped.c.status)).all())
+            counts: dict[str, int] = dict(session.execute(select(scoped.c.status, func.count()).group_by(scoped.c.status)).all())
         else:
             counts = {}
             for (s, st), n in everything.items():
@@ -208,7 +211,7 @@ def event_body(event_id: int) -> Response:
 
 
 @bp.post("/events/<int:event_id>/replay")
-def replay_event(event_id: int) -> Response:
+def replay_event(event_id: int) -> ResponseReturnValue:
     """Put one event back through the pipeline."""
     check_csrf(request.form.get("csrf_token"))
     queued = dispatch.replay([event_id])
@@ -217,7 +220,7 @@ def replay_event(event_id: int) -> Response:
 
 
 @bp.post("/replay-dead")
-def replay_dead() -> Response:
+def replay_dead() -> ResponseReturnValue:
     """Put every dead event of one source back through the pipeline."""
     check_csrf(request.form.get("csrf_token"))
     source = request.form.get("source", "")

@@ -10,10 +10,10 @@ from werkzeug.exceptions import HTTPException
 
 from receiver.args import int_arg, page_arg, status_arg
 from receiver.auth import check_bearer
-from receiver.errors import BadRequest, NotFound, ReceiverError
+from receiver.errors import NotFound, ReceiverError
 from receiver.inbox import status_counts
 from receiver.logs import loggable
-from receiver.models import Event, EventStatus
+from receiver.models import Event
 from receiver.orders import find_order, order_json
 from receiver.services import services
 

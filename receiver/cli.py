@@ -5,9 +5,10 @@ import logging
 import os
 import sys
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
-from typing import Any, Iterator
+from typing import Any
 from urllib.parse import urlsplit
 
 import click
@@ -169,7 +170,8 @@ def events_list(status: str | None, source: str | None, limit: int) -> None:
         for e in session.scalars(stmt):
             note = e.last_error or e.ignored_reason
             error = f"  {note}" if note else ""
-            click.echo(f"{e.id:>8} {e.received_at:%Y-%m-%d %H:%M:%S} {e.source:<10} {e.status:<9} {e.kind:<9} {e.order_id or '-':<20} {e.message_type}{error}")
+            click.echo(f"{e.id:>8} {e.received_at:%Y-%m-%d %H:%M:%S} {e.source:<10} {e.status:<9} {e.kind:<9} "
+                       f"{e.order_id or '-':<20} {e.message_type}{error}")
 
 
 @events.command("show")
@@ -182,7 +184,20 @@ def events_show(event_id: int) -> None:
         e = session.get(Event, event_id)
         if e is None:
             raise click.ClickException(f"no event {event_id}")
-        for name in ("id", "source", "message_type", "kind", "platform", "order_id", "status", "attempts", "last_error", "ignored_reason", "received_at", "processed_at"):
+        for name in (
+            "id",
+            "source",
+            "message_type",
+            "kind",
+            "platform",
+            "order_id",
+            "status",
+            "attempts",
+            "last_error",
+            "ignored_reason",
+            "received_at",
+            "processed_at",
+        ):
             click.echo(f"{name:>14}: {getattr(e, name)}")
         click.echo(f"{'headers':>14}: {e.headers}")
         click.echo(f"{'body':>14}: {e.body.decode('utf-8', 'replace')}")
@@ -220,7 +235,7 @@ def events_replay(event_ids: tuple[int, ...], status: str | None, source: str | 
     if bool(event_ids) == bool(status):
         raise click.UsageError("give event ids, or --status (with optional --source and --since)")
     with app_for_command() as app, app.app_context():
-        ids = list(event_ids) or dispatch.select_for_replay(services(), status, source, since)
+        ids = list(event_ids) or dispatch.select_for_replay(services(), status or "", source, since)
         queued = dispatch.replay(ids)
     click.echo(f"replayed {queued} of {len(ids)} event(s)")
     if ids and queued < len(ids):
@@ -265,7 +280,8 @@ def orders_show(source: str, order_id: str) -> None:
         click.echo(f"{name:>17}: {o[name] if o[name] is not None else '-'}")
     click.echo(f"lines ({len(o['lines'])}):")
     for line in o["lines"]:
-        click.echo(f"  {line['line_id']}  sku={line['sku_id'] or '-'}  qty={line['quantity']}  price={line['price']}  amount={line['amount']}  refunded={line['refund_amount']}  {line['title'] or ''}")
+        click.echo(f"  {line['line_id']}  sku={line['sku_id'] or '-'}  qty={line['quantity']}  price={line['price']}  "
+                   f"amount={line['amount']}  refunded={line['refund_amount']}  {line['title'] or ''}")
     click.echo(f"history ({len(o['history'])}):")
     for h in o["history"]:
         click.echo(f"  {h['at']}  {h['field']}: {h['old']} -> {h['new']}  ({h['cause']})")
@@ -309,9 +325,23 @@ def check_config() -> None:
             if current == head:
                 rows.append(("database", _safe_url(settings.database_url), "ok", f"schema at {head}"))
             else:
-                rows.append(("database", _safe_url(settings.database_url), "FAIL", f"schema at {current}, head is {head}: run `receiver migrate`"))
+                rows.append(
+                    (
+                        "database",
+                        _safe_url(settings.database_url),
+                        "FAIL",
+                        f"schema at {current}, head is {head}: run `receiver migrate`",
+                    )
+                )
         except SQLAlchemyError as err:
-            rows.append(("database", _safe_url(settings.database_url), "FAIL", f"{err.__class__.__name__}: {str(err).splitlines()[0][:120]}"))
+            rows.append(
+                (
+                    "database",
+                    _safe_url(settings.database_url),
+                    "FAIL",
+                    f"{err.__class__.__name__}: {str(err).splitlines()[0][:120]}",
+                )
+            )
         try:
             svc.redis.ping()
             rows.append(("redis", _safe_url(settings.broker_url), "ok", f"{svc.redis.llen(settings.namespace)} task(s) queued"))
@@ -326,7 +356,7 @@ def check_config() -> None:
     header = ("check", "target", "result", "detail")
     widths = [max(len(str(r[i])) for r in (header, *rows)) for i in range(3)]
     for row in (header, *rows):
-        click.echo("  ".join(str(cell).ljust(w) for cell, w in zip(row, widths)) + "  " + row[3])
+        click.echo("  ".join(str(cell).ljust(w) for cell, w in zip(row, widths, strict=False)) + "  " + row[3])
     if any(r[2] == "FAIL" for r in rows):
         sys.exit(1)
 

@@ -4,12 +4,15 @@ from __future__ import annotations
 import ipaddress
 import re
 import tomllib
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from dataclasses import fields as fields_of
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 
 from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate
+from marshmallow.fields import Boolean, Float, Integer, String
+from marshmallow.validate import Length, OneOf, Range, Regexp
 from sqlalchemy.engine import make_url
 
 from receiver.errors import ConfigError
@@ -99,6 +102,9 @@ def setting(env: str, loader: fields.Field, parse: Callable[[Any], Any] | None =
     return field(**default, metadata={"env": env, "loader": loader, "parse": parse})
 
 
+BROKER_URL = Regexp(r"^(redis|rediss|unix|sentinel)://", error="must be a redis://, rediss://, unix:// or sentinel:// URL")
+
+
 @dataclass(frozen=True, kw_only=True)
 class Settings:
     """Everything the service is configured with: each environment setting with its variable,
@@ -106,44 +112,40 @@ class Settings:
 
     sources: Mapping[str, Source]
     alerts: AlertSettings = AlertSettings(rules={name: Rule(True, t) for name, t in RULE_DEFAULTS.items()})
-    database_url: str = setting("RECEIVER_DATABASE_URL", fields.String(), check_database_url, default_factory=default_database_url)
-    broker_url: str = setting(
-        "RECEIVER_BROKER_URL",
-        fields.String(validate=validate.Regexp(r"^(redis|rediss|unix|sentinel)://", error="must be a redis://, rediss://, unix:// or sentinel:// URL")),
-        default="redis://127.0.0.1:6379/0",
-    )
-    api_token: str | None = setting("RECEIVER_API_TOKEN", fields.String(validate=validate.Length(min=16)), default=None)
-    sources_file: str = setting("RECEIVER_SOURCES_FILE", fields.String(), default="sources.toml")
-    namespace: str = setting("RECEIVER_NAMESPACE", fields.String(validate=validate.Regexp(r"^[A-Za-z0-9_.-]+$")), default="receiver")
-    redis_master_name: str = setting("RECEIVER_REDIS_MASTER_NAME", fields.String(), default="mymaster")
+    database_url: str = setting("RECEIVER_DATABASE_URL", String(), check_database_url, default_factory=default_database_url)
+    broker_url: str = setting("RECEIVER_BROKER_URL", String(validate=BROKER_URL), default="redis://127.0.0.1:6379/0")
+    api_token: str | None = setting("RECEIVER_API_TOKEN", String(validate=Length(min=16)), default=None)
+    sources_file: str = setting("RECEIVER_SOURCES_FILE", String(), default="sources.toml")
+    namespace: str = setting("RECEIVER_NAMESPACE", String(validate=Regexp(r"^[A-Za-z0-9_.-]+$")), default="receiver")
+    redis_master_name: str = setting("RECEIVER_REDIS_MASTER_NAME", String(), default="mymaster")
     # Three hours: the Xportcn family retries a push every 30 minutes, 5 times, with its first headers.
-    timestamp_window: int = setting("RECEIVER_TIMESTAMP_WINDOW", fields.Integer(validate=validate.Range(min=1)), default=3 * 3600)
-    max_body_bytes: int = setting("RECEIVER_MAX_BODY_BYTES", fields.Integer(validate=validate.Range(min=1024)), default=1024 * 1024)
-    trusted_proxies: int = setting("RECEIVER_TRUSTED_PROXIES", fields.Integer(validate=validate.Range(min=0, max=5)), default=0)
-    max_retries: int = setting("RECEIVER_MAX_RETRIES", fields.Integer(validate=validate.Range(min=0)), default=8)
-    retry_backoff: float = setting("RECEIVER_RETRY_BACKOFF", fields.Float(validate=validate.Range(min=0)), default=2.0)
-    retry_backoff_max: float = setting("RECEIVER_RETRY_BACKOFF_MAX", fields.Float(validate=validate.Range(min=0)), default=600.0)
-    sweep_grace: int = setting("RECEIVER_SWEEP_GRACE", fields.Integer(validate=validate.Range(min=1)), default=60)
-    coalesce_window: float = setting("RECEIVER_COALESCE_WINDOW", fields.Float(validate=validate.Range(min=0, max=60)), default=1.0)
-    sweep_interval: float = setting("RECEIVER_SWEEP_INTERVAL", fields.Float(validate=validate.Range(min=0.5)), default=30.0)
-    reconcile_interval: float = setting("RECEIVER_RECONCILE_INTERVAL", fields.Float(validate=validate.Range(min=10)), default=3600.0)
-    reconcile_window: float = setting("RECEIVER_RECONCILE_WINDOW", fields.Float(validate=validate.Range(min=60)), default=86400.0)
-    db_timeout: float = setting("RECEIVER_DB_TIMEOUT", fields.Float(validate=validate.Range(min=0.1, max=60)), default=5.0)
-    log_level: str = setting("RECEIVER_LOG_LEVEL", fields.String(validate=validate.OneOf(["DEBUG", "INFO", "WARNING", "ERROR"])), default="INFO")
-    log_format: str = setting("RECEIVER_LOG_FORMAT", fields.String(validate=validate.OneOf(["json", "text"])), default="json")
-    metrics_require_token: bool = setting("RECEIVER_METRICS_REQUIRE_TOKEN", fields.Boolean(), default=False)
-    worker_metrics_port: int = setting("RECEIVER_WORKER_METRICS_PORT", fields.Integer(validate=validate.Range(min=0, max=65535)), default=0)
-    worker_metrics_host: str = setting("RECEIVER_WORKER_METRICS_HOST", fields.String(validate=validate.Length(min=1)), default="127.0.0.1")
+    timestamp_window: int = setting("RECEIVER_TIMESTAMP_WINDOW", Integer(validate=Range(min=1)), default=3 * 3600)
+    max_body_bytes: int = setting("RECEIVER_MAX_BODY_BYTES", Integer(validate=Range(min=1024)), default=1024 * 1024)
+    trusted_proxies: int = setting("RECEIVER_TRUSTED_PROXIES", Integer(validate=Range(min=0, max=5)), default=0)
+    max_retries: int = setting("RECEIVER_MAX_RETRIES", Integer(validate=Range(min=0)), default=8)
+    retry_backoff: float = setting("RECEIVER_RETRY_BACKOFF", Float(validate=Range(min=0)), default=2.0)
+    retry_backoff_max: float = setting("RECEIVER_RETRY_BACKOFF_MAX", Float(validate=Range(min=0)), default=600.0)
+    sweep_grace: int = setting("RECEIVER_SWEEP_GRACE", Integer(validate=Range(min=1)), default=60)
+    coalesce_window: float = setting("RECEIVER_COALESCE_WINDOW", Float(validate=Range(min=0, max=60)), default=1.0)
+    sweep_interval: float = setting("RECEIVER_SWEEP_INTERVAL", Float(validate=Range(min=0.5)), default=30.0)
+    reconcile_interval: float = setting("RECEIVER_RECONCILE_INTERVAL", Float(validate=Range(min=10)), default=3600.0)
+    reconcile_window: float = setting("RECEIVER_RECONCILE_WINDOW", Float(validate=Range(min=60)), default=86400.0)
+    db_timeout: float = setting("RECEIVER_DB_TIMEOUT", Float(validate=Range(min=0.1, max=60)), default=5.0)
+    log_level: str = setting("RECEIVER_LOG_LEVEL", String(validate=OneOf(["DEBUG", "INFO", "WARNING", "ERROR"])), default="INFO")
+    log_format: str = setting("RECEIVER_LOG_FORMAT", String(validate=OneOf(["json", "text"])), default="json")
+    metrics_require_token: bool = setting("RECEIVER_METRICS_REQUIRE_TOKEN", Boolean(), default=False)
+    worker_metrics_port: int = setting("RECEIVER_WORKER_METRICS_PORT", Integer(validate=Range(min=0, max=65535)), default=0)
+    worker_metrics_host: str = setting("RECEIVER_WORKER_METRICS_HOST", String(validate=Length(min=1)), default="127.0.0.1")
     # Seconds the inbox's counts (metrics, admin) may be old.
-    counts_ttl: float = setting("RECEIVER_COUNTS_TTL", fields.Float(validate=validate.Range(min=0, max=3600)), default=5.0)
+    counts_ttl: float = setting("RECEIVER_COUNTS_TTL", Float(validate=Range(min=0, max=3600)), default=5.0)
     # Processed and ignored events older than this many days are deleted.
-    retention_days: float = setting("RECEIVER_RETENTION_DAYS", fields.Float(validate=validate.Range(min=0.01)), default=30.0)
+    retention_days: float = setting("RECEIVER_RETENTION_DAYS", Float(validate=Range(min=0.01)), default=30.0)
     # Seconds before an open order with no news is re-fetched.
-    refresh_open_after: float = setting("RECEIVER_REFRESH_OPEN_AFTER", fields.Float(validate=validate.Range(min=60)), default=6 * 3600.0)
+    refresh_open_after: float = setting("RECEIVER_REFRESH_OPEN_AFTER", Float(validate=Range(min=60)), default=6 * 3600.0)
     # Host headers the app answers, comma-separated; empty: any.
-    allowed_hosts: tuple[str, ...] = setting("RECEIVER_ALLOWED_HOSTS", fields.String(), _hosts, default=())
+    allowed_hosts: tuple[str, ...] = setting("RECEIVER_ALLOWED_HOSTS", String(), _hosts, default=())
     # prometheus_client's own variable: set, each process writes its counts there to be summed.
-    metrics_multiproc_dir: str | None = setting("PROMETHEUS_MULTIPROC_DIR", fields.String(), default=None)
+    metrics_multiproc_dir: str | None = setting("PROMETHEUS_MULTIPROC_DIR", String(), default=None)
 
     def __repr__(self) -> str:
         return f"Settings(database_url=<set>, broker_url={self.broker_url!r}, sources={list(self.sources)})"
@@ -195,7 +197,9 @@ class _AlertsSchema(Schema):
     webhook_url = fields.Url(load_default=None, require_tld=False, schemes={"http", "https"})
     slack_webhook_url = fields.Url(load_default=None, require_tld=False, schemes={"http", "https"})
     email = fields.Nested(_EmailSchema, load_default=None)
-    rules = fields.Dict(keys=fields.String(validate=validate.OneOf(sorted(RULE_DEFAULTS))), values=fields.Nested(_RuleSchema), load_default=dict)
+    rules = fields.Dict(
+        keys=fields.String(validate=validate.OneOf(sorted(RULE_DEFAULTS))), values=fields.Nested(_RuleSchema), load_default=dict
+    )
 
 
 def load_alerts(table: Mapping[str, Any], environ: Mapping[str, str]) -> AlertSettings:
@@ -242,7 +246,7 @@ def _first_error(err: ValidationError, prefix: str) -> str:
 def _resolve_env(value: Any, environ: Mapping[str, str], where: str) -> Any:
     """Replace an `env:VAR` value by that environment variable, which must be set."""
     if isinstance(value, str) and value.startswith(ENV_PREFIX):
-        var = value[len(ENV_PREFIX):]
+        var = value[len(ENV_PREFIX) :]
         if var not in environ:
             raise ConfigError(f"{where}: environment variable {var} is not set")
         return environ[var]
@@ -294,9 +298,7 @@ def _read_toml(path: str) -> dict[str, Any]:
         with open(path, "rb") as fh:
             data = tomllib.load(fh)
     except FileNotFoundError:
-        raise ConfigError(
-            f"RECEIVER_SOURCES_FILE: {path} not found (copy sources.example.toml to start)"
-        ) from None
+        raise ConfigError(f"RECEIVER_SOURCES_FILE: {path} not found (copy sources.example.toml to start)") from None
     except tomllib.TOMLDecodeError as err:
         raise ConfigError(f"RECEIVER_SOURCES_FILE: {path}: {err}") from None
     return data

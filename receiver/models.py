@@ -7,7 +7,6 @@ from enum import StrEnum
 from sqlalchemy import (
     BigInteger,
     DateTime,
-    TypeDecorator,
     ForeignKey,
     Index,
     Integer,
@@ -15,6 +14,7 @@ from sqlalchemy import (
     MetaData,
     String,
     Text,
+    TypeDecorator,
     UniqueConstraint,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship

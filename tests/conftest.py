@@ -9,10 +9,11 @@ import sys
 import threading
 import time
 import uuid
+from collections.abc import Callable, Iterator
 from email import message_from_bytes
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
@@ -357,7 +358,7 @@ class FakeRedis:
         self.expiry[key] = seconds
         return key in self.data
 
-    def pipeline(self) -> "FakePipeline":
+    def pipeline(self) -> FakePipeline:
         return FakePipeline(self)
 
     def register_script(self, script: str) -> Callable[..., int]:
@@ -375,7 +376,7 @@ class FakePipeline:
     def __init__(self, redis: FakeRedis) -> None:
         self.redis, self.queued = redis, []  # type: ignore[var-annotated]
 
-    def __getattr__(self, name: str) -> Callable[..., "FakePipeline"]:
+    def __getattr__(self, name: str) -> Callable[..., FakePipeline]:
         def queue(*args: Any, **kwargs: Any) -> FakePipeline:
             self.queued.append((getattr(self.redis, name), args, kwargs))
             return self

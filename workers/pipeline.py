@@ -10,12 +10,12 @@ from __future__ import annotations
 import logging
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 from datetime import datetime, timedelta
 
-from sqlalchemy import or_, select, update
 from redis.exceptions import RedisError
+from sqlalchemy import or_, select, update
 from sqlalchemy.exc import IntegrityError, OperationalError
 
 from receiver import alerts, metrics
@@ -23,7 +23,7 @@ from receiver.errors import ProviderError, TransientProviderError
 from receiver.inbox import raw_push
 from receiver.models import Event, EventStatus, Order, utcnow
 from receiver.orders import Change, apply_snapshot
-from receiver.providers import Source, OrderRef, family_for
+from receiver.providers import OrderRef, Source, family_for
 from receiver.ratelimit import LimitedHttp, RateLimiter
 from receiver.services import Services
 
@@ -202,7 +202,9 @@ def _set_status(svc: Services, event_ids: list[int], status: str, error: str | N
     if not event_ids:
         return
     now = utcnow()
-    values: dict[str, object] = {"status": status, "last_error": error, "ignored_reason": ignored and ignored[:255], "updated_at": now}
+    values: dict[str, object] = {
+        "status": status, "last_error": error, "ignored_reason": ignored and ignored[:255], "updated_at": now
+    }
     if status == EventStatus.PROCESSED:
         values["processed_at"] = now
     stmt = update(Event).where(Event.id.in_(event_ids), Event.status.in_(WAITING)).values(**values)
@@ -250,7 +252,7 @@ def stale_open_orders(svc: Services, source: str, limit: int) -> list[Order]:
     if not candidates:
         return []
     tried = svc.redis.mget([svc.key("refreshed", source, o.provider_order_id) for o in candidates])
-    return [o for o, mark in zip(candidates, tried) if mark is None][:limit]
+    return [o for o, mark in zip(candidates, tried, strict=True) if mark is None][:limit]
 
 
 def note_refresh(svc: Services, source: str, order_id: str) -> None:

@@ -5,9 +5,6 @@ import logging
 from datetime import timedelta
 
 from celery import shared_task
-from flask import current_app
-from kombu.exceptions import OperationalError as BrokerError
-from redis.exceptions import RedisError
 
 from receiver import alerts, dispatch, inbox, logs
 from receiver.errors import TransientProviderError
@@ -96,7 +93,9 @@ def check_backlog() -> int:
     svc = services()
     depth = int(svc.redis.llen(svc.settings.namespace))
     if depth > svc.settings.alerts.rules["queue_backlog"].threshold:
-        alerts.raise_alert(svc, "queue_backlog", "queue", f"{depth} tasks wait on the queue {svc.settings.namespace}", {"depth": depth})
+        alerts.raise_alert(
+            svc, "queue_backlog", "queue", f"{depth} tasks wait on the queue {svc.settings.namespace}", {"depth": depth}
+        )
     return depth
 
 

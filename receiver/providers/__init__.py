@@ -8,18 +8,18 @@ from __future__ import annotations
 
 import ipaddress
 import unicodedata
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from functools import cache
-from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from marshmallow import ValidationError
 
 from receiver.errors import PermanentProviderError, TransientProviderError
 
 if TYPE_CHECKING:
-    import requests
     from marshmallow import Schema
+    from werkzeug.datastructures import Headers
 
     from receiver.sandbox import FakeProvider
 
@@ -63,7 +63,7 @@ STATUS_RANK = {
 class RawPush:
     """A push as it came over HTTP: what every family's verifier and parser read."""
 
-    headers: Mapping[str, str]  # read by lower-case name: the request's case-insensitive headers, or stored ones
+    headers: Mapping[str, str] | Headers  # read by lower-case name: the request's case-insensitive headers, or stored ones
     body: bytes
     content_type: str
 
@@ -141,6 +141,21 @@ class OrderSnapshot:
     lines: tuple[LineSnapshot, ...] = ()
 
 
+class Http(Protocol):
+    """What a family calls its provider's API through: a requests.Session, or receiver.ratelimit's
+    LimitedHttp, which takes a token of the source's rate limit before each call."""
+
+    def get(
+        self, url: str, *, json: Any = ..., params: Any = ..., headers: Any = ..., timeout: Any = ..., allow_redirects: bool = ...
+    ) -> Any:
+        """GET, as requests.Session does."""
+
+    def post(
+        self, url: str, *, json: Any = ..., params: Any = ..., headers: Any = ..., timeout: Any = ..., allow_redirects: bool = ...
+    ) -> Any:
+        """POST, as requests.Session does."""
+
+
 class Family(Protocol):
     """What a provider family module offers the core."""
 
@@ -156,18 +171,20 @@ class Family(Protocol):
     def parse_push(self, source: Source, raw: RawPush) -> Push:
         """Validate and parse a push; raise MalformedPush naming the bad field."""
 
-    def fetch_orders(self, http: requests.Session, source: Source, ref: OrderRef) -> list[OrderSnapshot]:
+    def fetch_orders(self, http: Http, source: Source, ref: OrderRef) -> list[OrderSnapshot]:
         """Re-fetch the announced order through the signed API; raise Transient/PermanentProviderError."""
 
     def list_orders(
-        self, http: requests.Session, source: Source, since: datetime, until: datetime
+        self, http: Http, source: Source, since: datetime, until: datetime
     ) -> Iterator[list[OrderSnapshot]]:
         """Page through the orders of a time window (for reconciliation), one page per item."""
 
-    def ping(self, http: requests.Session, source: Source) -> str:
+    def ping(self, http: Http, source: Source) -> str:
         """Make the cheapest signed read (order list, page 1, size 1); a short OK text, or raise ProviderError."""
 
-    def held_order_ref(self, platform: str, provider_order_id: str, order_no: str | None, purchase_id: str | None) -> OrderRef | None:
+    def held_order_ref(
+        self, platform: str, provider_order_id: str, order_no: str | None, purchase_id: str | None
+    ) -> OrderRef | None:
         """How to re-fetch an order we hold, with no push to go by; None when the family cannot."""
 
 
@@ -223,15 +240,13 @@ def pages_by_total(
             size = len(records)
 
 
-def post_json(
-    http: requests.Session, url: str, payload: Mapping[str, Any], headers: Mapping[str, str], timeout: float
-) -> Any:
+def post_json(http: Http, url: str, payload: Mapping[str, Any], headers: Mapping[str, str], timeout: float) -> Any:
     """POST JSON and return the decoded answer, sorting failures into transient and permanent."""
     return request_json(http, "POST", url, headers, timeout, json=payload)
 
 
 def request_json(
-    http: requests.Session,
+    http: Http,
     method: str,
     url: str,
     headers: Mapping[str, str],
@@ -322,4 +337,6 @@ def _registry() -> dict[str, Registered]:
 FAMILIES = _registry()
 # Headers worth keeping with a raw event: each family's own and a few of HTTP's; cookies and
 # proxies' headers are not. Sorted, so that the stored JSON is the same for the same push.
-KEPT_HEADERS = tuple(sorted({"content-length", "content-type", "user-agent", *(h for f in FAMILIES.values() for h in f.client.push_headers)}))
+KEPT_HEADERS = tuple(
+    sorted({"content-length", "content-type", "user-agent", *(h for f in FAMILIES.values() for h in f.client.push_headers)})
+)

@@ -14,9 +14,10 @@ import hashlib
 import logging
 import re
 from collections import Counter
-from datetime import datetime, timedelta, timezone
+from collections.abc import Mapping
+from datetime import datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
-from typing import Any, Mapping
+from typing import Any
 
 from receiver.errors import PermanentProviderError
 from receiver.providers import CHINA_TIME, LineSnapshot, OrderSnapshot
@@ -267,6 +268,6 @@ def order_snapshot(record: Mapping[str, Any]) -> OrderSnapshot:
         raw_status=raw_status,
         currency=CURRENCY,
         modified_at=modified_at,
-        lines=tuple(_line(i, key, order_id) for i, key in zip(items, line_ids(items))),
+        lines=tuple(_line(i, key, order_id) for i, key in zip(items, line_ids(items), strict=True)),
         **amounts,
     )

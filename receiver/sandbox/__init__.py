@@ -11,10 +11,11 @@ import random
 import socket
 import threading
 import time
-from urllib.parse import parse_qsl
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Callable, Mapping, Protocol
+from typing import Any, Protocol, cast
+from urllib.parse import parse_qsl
 
 log = logging.getLogger("receiver.sandbox")
 
@@ -57,10 +58,6 @@ class FakeProvider(Protocol):
 
     family: str
 
-    @classmethod
-    def for_source(cls, credentials: Mapping[str, Any]) -> FakeProvider:
-        """The provider of one account, from a source's credentials as the sources file gives them."""
-
     def handle(self, path: str, headers: Mapping[str, str], body: bytes) -> tuple[int, dict[str, Any]]:
         """Answer one API request: (HTTP status, JSON body)."""
 
@@ -85,7 +82,7 @@ class FakeProvider(Protocol):
     shapes: tuple[str, ...]  # the push body shapes it can send; the first is its usual one
 
     def push(
-        self, order_id: str, message_type: str, signed: bool = True, shape: str | None = None
+        self, order_id: str, message_type: str, signed: bool = True, *, shape: str | None = None
     ) -> tuple[dict[str, str], bytes]:
         """The push the provider sends about an order, in one of its `shapes`: (headers, body)."""
 
@@ -116,6 +113,7 @@ class Sandbox:
     """The server: mounts fake providers under path prefixes, counts calls, applies faults."""
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
+        self.host = host
         self.providers: dict[str, FakeProvider] = {}
         self.faults = Faults()
         self.calls: list[tuple[str, str | None, int]] = []  # (path, order id, HTTP status)
@@ -131,12 +129,16 @@ class Sandbox:
             def do_GET(self) -> None:  # noqa: N802 - the stdlib's name
                 # A GET's query reaches the provider as a JSON body: providers read parameters one way.
                 path, _, query = self.path.partition("?")
-                self.answer(*sandbox.dispatch(path, self.headers, json.dumps(dict(parse_qsl(query))).encode()))
+                self.answer(*sandbox.dispatch(path, self.headers_by_name(), json.dumps(dict(parse_qsl(query))).encode()))
 
             def do_POST(self) -> None:  # noqa: N802 - the stdlib's name
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length)
-                self.answer(*sandbox.dispatch(self.path, self.headers, body))
+                self.answer(*sandbox.dispatch(self.path, self.headers_by_name(), body))
+
+            def headers_by_name(self) -> Mapping[str, str]:
+                # An email Message, which providers read as a mapping: by name, in any case.
+                return cast("Mapping[str, str]", self.headers)
 
             def answer(self, status: int, payload: dict[str, Any]) -> None:
                 if status == 0:  # a simulated time-out: answer too late
@@ -161,8 +163,7 @@ class Sandbox:
 
     @property
     def url(self) -> str:
-        host, port = self.server.server_address[:2]
-        return f"http://{host}:{port}"
+        return f"http://{self.host}:{self.server.server_port}"
 
     def mount(self, prefix: str, provider: FakeProvider) -> FakeProvider:
         """Serve `provider` under `/<prefix>`; its sources use `<url>/<prefix>` as base URL."""

@@ -22,9 +22,10 @@ import itertools
 import json
 import time
 import uuid
+from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
-from typing import Any, Callable, Mapping
+from typing import Any
 from urllib.parse import urlencode
 
 FAMILY = "dajisaas"
@@ -35,7 +36,7 @@ OK = 200
 FORM = "application/x-www-form-urlencoded"
 CHINA = timezone(timedelta(hours=8))
 
-SEED = [
+SEED: list[dict[str, Any]] = [
     {
         "baseInfo": {
             "id": 29080593337363456,
@@ -173,7 +174,7 @@ def sign_of(body: Mapping[str, Any], secret: str) -> str:
         if isinstance(value, bool):
             value = str(value).lower()
         text += f"{key}={value}&"
-    return hashlib.md5(f"{text}secret={secret}".encode("utf-8")).hexdigest().upper()
+    return hashlib.md5(f"{text}secret={secret}".encode()).hexdigest().upper()
 
 
 def _hmac_sha1(secret: str, text: str) -> bytes:
@@ -210,7 +211,7 @@ class DajisaasProvider:
     """A DajiSaaS account holding a few 1688 orders, for one app's keys."""
 
     family = FAMILY
-    shapes = ("trade", "taobao")
+    shapes: tuple[str, ...] = ("trade", "taobao")
 
     def __init__(
         self, app_key: str, app_secret: str, page_size_cap: int = PAGE_SIZE_CAP, signature_scheme: str = "name-value-hex-upper"
@@ -482,7 +483,10 @@ class DajisaasProvider:
         """
         if shape not in (None, *self.shapes):
             raise ValueError(f"shape must be one of {', '.join(self.shapes)}")
-        message = self._taobao_message(order_id, message_type) if shape == "taobao" else self._message(order_id, message_type, msg_id)
+        if shape == "taobao":
+            message = self._taobao_message(order_id, message_type)
+        else:
+            message = self._message(order_id, message_type, msg_id)
         text = json.dumps(message, ensure_ascii=False, separators=(",", ":"))
         key = self.app_secret if signed else "not-" + self.app_secret
         body = urlencode({"message": text, "_dj_signature": PUSH_SIGNERS[self.signature_scheme](key, text)})

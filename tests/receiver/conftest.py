@@ -4,7 +4,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
-from typing import Callable
+from collections.abc import Callable
 
 import pytest
 
