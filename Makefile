@@ -1,5 +1,6 @@
 # `make run` starts the service on embedded defaults; `make test` runs the suite; `make bench` measures it.
 # `make test-unit` runs the fast tests alone (no Redis); `make mutants` mutation-tests the core logic with them.
+# `make lint` runs ruff and mypy, as CI does before the suites.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -19,7 +20,7 @@ run: export PORT ?= 8000
 run: export SANDBOX_PORT ?= 8079
 run: export FLOWER_PORT ?= 5555
 
-.PHONY: install run test test-unit mutants test-postgres bench clean
+.PHONY: install run lint test test-unit mutants test-postgres bench clean
 
 $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -38,6 +39,11 @@ run: install sources.toml
 	@deploy/ensure-redis.sh "$$RECEIVER_BROKER_URL"
 	$(BIN)/receiver migrate
 	export PATH="$(CURDIR)/$(BIN):$$PATH"; processes=$$(deploy/run-processes.sh Procfile) && exec honcho start -f Procfile $$processes
+
+# ruff (rules and line length in pyproject.toml), then mypy on receiver/ and workers/.
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/mypy
 
 test: install
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

@@ -15,9 +15,9 @@ import sqlite3
 import statistics
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import Callable
 
 import requests
 from sqlalchemy import Engine, text
@@ -210,7 +210,7 @@ class Reader:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="busy-inbox-reader", daemon=True)
 
-    def start(self) -> "Reader":
+    def start(self) -> Reader:
         """Start reading in the background."""
         self._thread.start()
         return self

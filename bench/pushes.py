@@ -11,9 +11,9 @@ import json
 import random
 import secrets
 import time
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Mapping
 
 from receiver.providers import xportcn as spec
 from receiver.sandbox.xportcn import XportcnProvider
@@ -118,7 +118,7 @@ def burst(
     # A fifth of the pushes arrive late, by up to `window` places: out of order within their order,
     # interleaved with the next few orders'.
     keys = [i + (rng.uniform(0, window) if rng.random() < 0.2 else 0) for i in range(len(sequence))]
-    shuffled = [item for _, item in sorted(zip(keys, sequence), key=lambda pair: pair[0])]
+    shuffled = [item for _, item in sorted(zip(keys, sequence, strict=True), key=lambda pair: pair[0])]
     last_seen: dict[str, int] = {}
     out_of_order = 0
     for order_id, n, _ in shuffled:

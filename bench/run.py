@@ -16,7 +16,6 @@ import re
 import runpy
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -25,7 +24,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import redis
 import requests
@@ -35,15 +34,14 @@ from sqlalchemy.engine import Engine, make_url
 from bench import admin_pages, busy, pushes
 from bench.variants import VARIANTS
 from receiver.migrate import upgrade
+from receiver.orders import COMPARED
 from receiver.providers import xportcn as spec
-from receiver.sandbox import Sandbox
+from receiver.sandbox import Sandbox, free_port, wait_for
 from receiver.sandbox.xportcn import XportcnProvider
 
 ROOT = Path(__file__).resolve().parent.parent
 LUA = ROOT / "bench" / "push.lua"
 GUNICORN_CONF = ROOT / "deploy" / "gunicorn.conf.py"
-# What the burst compares between our copy of an order and the provider's (as `receiver simulate` does).
-COMPARED = ("status", "raw_status", "product_amount", "shipping_fee", "discount", "total_amount", "refund_amount")
 CREDS = {
     "load": pushes.Credentials("ak-bench-load", "bench-load-secret-01", "2100000000001", "cb-token-bench-load-0001"),
     "burst": pushes.Credentials("ak-bench-burst", "bench-burst-secret-02", "2100000000002", "cb-token-bench-burst-002"),
@@ -61,28 +59,6 @@ class Stop(Exception):
 
 def _on_sigterm(signum: int, frame: object) -> None:
     raise Stop()
-
-
-def free_port() -> int:
-    """A port nothing listens on right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_for(predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.05) -> Any:
-    """Poll until `predicate` is truthy; raise naming `what` after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            value = predicate()
-        except (OSError, requests.RequestException):
-            value = None
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"{what}: not ready within {timeout:.0f}s")
-        time.sleep(interval)
 
 
 def children(pid: int) -> list[int]:
@@ -213,7 +189,7 @@ class Load:
         return max(0.0, self.busy_cpu - self.server_cpu - self.wrk_cpu) / self.seconds
 
     @classmethod
-    def parse(cls, output: str) -> "Load":
+    def parse(cls, output: str) -> Load:
         line = next((ln for ln in output.splitlines() if ln.startswith("BENCH ")), None)
         if line is None:
             raise RuntimeError(f"wrk printed no figures:\n{output}")
@@ -431,7 +407,7 @@ class Bench:
         self.procs.stop("ceiling")
 
         ceiling, signed = (median_load(runs[k]) for k in ("ceiling", "signed"))
-        ratios = [r.rps / c.rps for c, r in zip(runs["ceiling"], runs["signed"])]
+        ratios = [r.rps / c.rps for c, r in zip(runs["ceiling"], runs["signed"], strict=True)]
         print("  medians (signed pushes: URL token + MD5 signature + nonce, each push distinct):")
         print(f"    ceiling   {ceiling.rps:6.0f} req/s   p50 {ceiling.p50_ms:5.1f} ms   p99 {ceiling.p99_ms:5.1f} ms"
               f"   cpu {ceiling.cpu_ms:.2f} ms/req")
@@ -534,7 +510,7 @@ class Bench:
 
         try:
             wait_for(drained, timeout, "queue", interval=0.2)
-        except RuntimeError:
+        except TimeoutError:
             return False
         return True
 

@@ -9,24 +9,12 @@ from pathlib import Path
 from gunicorn.glogging import Logger
 
 bind = os.environ.get("GUNICORN_BIND", f"127.0.0.1:{os.environ.get('PORT', '8000')}")
-# Chosen by `make bench` on 2 cores (docs/benchmarks.md): the receiver under wrk, 16 connections,
-# signed pushes, SQLite, after the ingest path was made lean (CPU per push in ms):
-#   2 x gthread, 2 threads: 1,350-1,780 req/s, 0.96-1.24 ms, p99 21-35 ms   <- this
-#   2 x gthread, 1 thread : 1,650-1,680 req/s, 1.02-1.05 ms, p99 22-29 ms
-#   3 x gthread, 1 thread : 1,590-1,650 req/s, 1.07-1.10 ms, p99 30-31 ms
-#   1 x gthread, 1 thread :   920-990 req/s,   1.09-1.16 ms (one core)
-#   2 x sync              : 1,660-1,770 req/s, 0.94-1.00 ms, p99 17-18 ms
-# Again once the nonce check moved into the INSERT (2 runs each, same hour; ratio, CPU per push):
-#   2 x gthread, 2 threads: 0.40-0.44, 1.13-1.32 ms;  2 x 1 thread: 0.43-0.49, 0.98-1.19 ms;
-#   3 x gthread, 1 thread : 0.43-0.50, 1.13-1.26 ms.
-# Again on 2026-11-27, 2 x 2 against 2 x 1 (three interleaved pairs; pushes/s): 1,332-1,390 against
-#   1,285-1,383, p99 alike; on PostgreSQL 704-845 against 691-753. The ratio reads higher with one
-#   thread only because the ceiling slows down (docs/benchmarks.md).
-# Within the machine's noise (runs of one configuration differ by 20%) two processes are as good as
-# any: one per core. Of those, gthread keeps working while a thread waits on the database (on
-# PostgreSQL every statement is a round trip) or on a slow client, where a sync worker would idle
-# its only process; a second thread costs no measured throughput and keeps a process answering
-# then, while a third thread or process only adds GIL turns and context switches.
+# Two processes (one per core) of two threads, chosen by `make bench` (the figures, and the
+# configurations measured against it: docs/benchmarks.md, "Gunicorn's processes and threads"). Within
+# the machine's noise two processes are as good as any; gthread keeps working while a thread waits on
+# the database (on PostgreSQL every statement is a round trip) or on a slow client, where a sync
+# worker would idle its only process; a second thread costs no measured throughput and keeps a
+# process answering then, while a third thread or process only adds GIL turns and context switches.
 # The database pool (5 per process, receiver/db.py; 1 on SQLite) must stay >= threads.
 workers = int(os.environ.get("GUNICORN_WORKERS", "2"))
 worker_class = os.environ.get("GUNICORN_WORKER_CLASS", "gthread")

@@ -15,15 +15,16 @@ from datetime import timedelta
 from typing import Any
 
 from flask import Blueprint, Response, redirect, render_template, request, url_for
+from flask.typing import ResponseReturnValue
 from itsdangerous import BadData, SignatureExpired, URLSafeTimedSerializer
 from redis.exceptions import RedisError
 from sqlalchemy import func, select
 from werkzeug.exceptions import HTTPException
 
-from receiver import charts, metrics, stats
-from receiver.args import int_arg, when_arg
+from receiver import charts, dispatch, metrics, stats
+from receiver.args import STATUSES, page_arg, status_arg, when_arg
 from receiver.auth import token_matches
-from receiver.errors import BadRequest, NotFound, ReceiverError, Unauthorized
+from receiver.errors import BadRequest, NotFound, QueueUnavailable, ReceiverError, Unauthorized
 from receiver.inbox import event_headers, status_counts
 from receiver.logs import loggable
 from receiver.models import Alert, Event, EventStatus, Order, utcnow
@@ -69,7 +70,9 @@ def authenticate() -> None:
 def harden(response: Response) -> Response:
     # Our pages only: no framing (clickjacking a replay button), no caching of raw pushes.
     response.headers.setdefault("X-Frame-Options", "DENY")
-    response.headers.setdefault("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'")
+    response.headers.setdefault(
+        "Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'"
+    )
     response.headers.setdefault("Cache-Control", "no-store")
     response.headers.setdefault("Referrer-Policy", "no-referrer")
     return response
@@ -99,7 +102,7 @@ def check_csrf(value: str | None) -> None:
 def template_globals() -> dict[str, Any]:
     return {
         "csrf_token": csrf_token(),
-        "statuses": EventStatus.ALL,
+        "statuses": STATUSES,
         "sources": sorted(services().settings.sources),
         "order_statuses": list(STATUS_RANK),
         "yuan": yuan,
@@ -109,19 +112,16 @@ def template_globals() -> dict[str, Any]:
 
 
 # --- pages -----------------------------------------------------------------------------------------
-def _page_arg() -> int:
-    return int_arg("page", 1, 1, MAX_PAGE)
-
-
 INBOX_ARGS = ("status", "source", "order", "page", "replayed")
 UNSETTLED = (EventStatus.RECEIVED, EventStatus.QUEUED, EventStatus.FAILED, EventStatus.DEAD)
 
 
 @bp.get("/")
-def front() -> Response | str:
+def front() -> ResponseReturnValue:
     """The front page: the service's health at a glance. Links of the old inbox here go to /admin/events."""
     if any(a in request.args for a in INBOX_ARGS):
-        return redirect(url_for("admin.inbox", **request.args), code=302)
+        kept: dict[str, Any] = request.args.to_dict()
+        return redirect(url_for("admin.inbox", **kept), code=302)
     svc = services()
     try:
         data = stats.read(svc)
@@ -135,7 +135,8 @@ def front() -> Response | str:
         counts = {s: 0 for s in UNSETTLED} | dict(session.execute(
             select(Event.status, func.count()).where(Event.status.in_(UNSETTLED)).group_by(Event.status)).all())
         recent = select(Alert).where(Alert.created_at >= since)
-        by_rule = dict(session.execute(select(Alert.rule, func.count()).where(Alert.created_at >= since).group_by(Alert.rule)).all())
+        per_rule = select(Alert.rule, func.count()).where(Alert.created_at >= since).group_by(Alert.rule)
+        by_rule = dict(session.execute(per_rule).all())
         latest = list(session.scalars(recent.order_by(Alert.created_at.desc()).limit(10)))
     return render_template(
         "admin/front.html",
@@ -198,12 +199,10 @@ def health_charts(data: dict[str, Any], sources: list[str]) -> list[dict[str, An
 @bp.get("/events")
 def inbox() -> str:
     """The inbox, newest first, filtered by status, source and order, with counts per status."""
-    status = request.args.get("status", "")
+    status = status_arg()
     source = request.args.get("source", "")
     order = request.args.get("order", "").strip()
-    page = _page_arg()
-    if status and status not in EventStatus.ALL:
-        raise BadRequest(f"status must be one of {', '.join(EventStatus.ALL)}")
+    page = page_arg(MAX_PAGE)
     scope = select(Event)
     if source:
         scope = scope.where(Event.source == source)
@@ -216,14 +215,14 @@ def inbox() -> str:
     with svc.ReadSession() as session:
         if order:  # one order's events: few, and found through the order_id index
             scoped = scope.subquery()
-            counts = dict(session.execute(select(scoped.c.status, func.count()).group_by(scoped.c.status)).all())
+            counts: dict[str, int] = dict(session.execute(select(scoped.c.status, func.count()).group_by(scoped.c.status)).all())
         else:
             counts = {}
             for (s, st), n in everything.items():
                 if not source or s == source:
                     counts[st] = counts.get(st, 0) + n
         events = list(session.scalars(listed.order_by(Event.id.desc()).limit(PER_PAGE).offset((page - 1) * PER_PAGE)))
-    counts = {s: 0 for s in EventStatus.ALL} | counts
+    counts = {s: 0 for s in STATUSES} | counts
     total = counts[status] if status else sum(counts.values())
     return render_template(
         "admin/inbox.html",
@@ -307,28 +306,23 @@ def event_body(event_id: int) -> Response:
 
 
 @bp.post("/events/<int:event_id>/replay")
-def replay_event(event_id: int) -> Response:
+def replay_event(event_id: int) -> ResponseReturnValue:
     """Put one event back through the pipeline."""
-    from workers.tasks import replay
-
     check_csrf(request.form.get("csrf_token"))
-    queued = replay([event_id])
+    queued = dispatch.replay([event_id])
     log.info("admin.replay event=%s queued=%s", event_id, queued)
     return redirect(url_for("admin.event", event_id=event_id, replayed=queued), code=303)
 
 
 @bp.post("/replay-dead")
-def replay_dead() -> Response:
+def replay_dead() -> ResponseReturnValue:
     """Put every dead event of one source back through the pipeline."""
-    from workers import pipeline
-    from workers.tasks import replay
-
     check_csrf(request.form.get("csrf_token"))
     source = request.form.get("source", "")
     if source not in services().settings.sources:
         raise BadRequest(f"no source {source!r}")
-    ids = pipeline.select_for_replay(services(), EventStatus.DEAD, source, None)
-    queued = replay(ids)
+    ids = dispatch.select_for_replay(services(), EventStatus.DEAD, source, None)
+    queued = dispatch.replay(ids)
     log.info("admin.replay_dead source=%s events=%s queued=%s", source, len(ids), queued)
     return redirect(url_for("admin.inbox", source=source, replayed=f"{queued} of {len(ids)}"), code=303)
 
@@ -353,13 +347,15 @@ def timeline(order: Order) -> list[dict[str, Any]]:
     for c in sorted(order.changes, key=lambda c: c.id):
         if not entries or (entries[-1]["at"], entries[-1]["cause"]) != (c.at, c.cause):
             kind, _, ref = c.cause.partition(":")
-            entries.append({"at": c.at, "cause": c.cause, "event_id": int(ref) if kind == "event" and ref.isdigit() else None, "changes": []})
-        entries[-1]["changes"].append((c.field, shown_value(c.field, c.old, order.currency), shown_value(c.field, c.new, order.currency)))
+            event_id = int(ref) if kind == "event" and ref.isdigit() else None
+            entries.append({"at": c.at, "cause": c.cause, "event_id": event_id, "changes": []})
+        old, new = shown_value(c.field, c.old, order.currency), shown_value(c.field, c.new, order.currency)
+        entries[-1]["changes"].append((c.field, old, new))
     return entries[::-1]
 
 
 @bp.get("/orders")
-def orders() -> Response | str:
+def orders() -> ResponseReturnValue:
     """Find an order by any of its ids across sources, or list orders newest change first."""
     svc = services()
     query = request.args.get("q", "").strip()
@@ -367,7 +363,7 @@ def orders() -> Response | str:
     status = request.args.get("status", "")
     since_text = request.args.get("since", "").strip()
     since = when_arg("since")
-    page = _page_arg()
+    page = page_arg(MAX_PAGE)
     if status and status not in STATUS_RANK:
         raise BadRequest(f"status must be one of {', '.join(STATUS_RANK)}")
     with svc.ReadSession() as session:
@@ -394,7 +390,8 @@ def order(source: str, order_id: str) -> str:
         # source's index and read every event of the source.
         events = sorted(
             {e.id: e for i in {found.provider_order_id, found.order_no, found.purchase_id} if i for e in session.scalars(
-                select(Event).where(Event.source == source, Event.order_id == i).order_by(Event.id.desc()).limit(PER_PAGE))}.values(),
+                select(Event).where(Event.source == source, Event.order_id == i)
+                .order_by(Event.id.desc()).limit(PER_PAGE))}.values(),
             key=lambda e: e.id, reverse=True,
         )[:PER_PAGE]
         entries = timeline(found)
@@ -404,11 +401,8 @@ def order(source: str, order_id: str) -> str:
 
 
 @bp.post("/orders/<source>/<order_id>/refetch")
-def refetch_order(source: str, order_id: str) -> Response:
-    """Queue a re-fetch of one order through the pipeline's claim, as a push would."""
-    from workers import pipeline
-    from workers.tasks import schedule_refetch
-
+def refetch_order(source: str, order_id: str) -> ResponseReturnValue:
+    """Ask a worker to re-fetch one order through the pipeline's claim, as a push would."""
     check_csrf(request.form.get("csrf_token"))
     svc = services()
     src = svc.settings.sources.get(source)
@@ -420,9 +414,10 @@ def refetch_order(source: str, order_id: str) -> Response:
         pid = found.provider_order_id
     if ref is None:
         raise BadRequest(f"{source}'s API has no documented way to look up a {found.platform} order")
-    queued = schedule_refetch(pipeline.Wanted(source, ref))
-    log.info("admin.refetch source=%s order=%s queued=%s", source, pid, queued)
-    return redirect(url_for("admin.order", source=source, order_id=pid, refetch="queued" if queued else "pending"), code=303)
+    if not dispatch.request_refetch(source, ref.platform, ref.order_id, dict(ref.lookup)):
+        raise QueueUnavailable("the queue (Redis) is not reachable; try again in a moment")
+    log.info("admin.refetch source=%s order=%s", source, pid)
+    return redirect(url_for("admin.order", source=source, order_id=pid, refetch="queued"), code=303)
 
 
 # --- today's changes -------------------------------------------------------------------------------

@@ -11,13 +11,14 @@ import logging
 import smtplib
 import time
 from collections import Counter
+from collections.abc import Sequence
 from datetime import timedelta
 from email.message import EmailMessage
-from typing import Any, Sequence
+from typing import Any
 
 import requests
-from redis.exceptions import RedisError
 from flask import current_app
+from redis.exceptions import RedisError
 from sqlalchemy import select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
@@ -31,7 +32,7 @@ from receiver.services import Services
 
 log = logging.getLogger("receiver.alerts")
 DELIVER_TASK = "workers.tasks.deliver_alert"
-_INSERT = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}
+_INSERT: dict[str, Any] = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}
 
 
 def raise_alert(
@@ -78,16 +79,20 @@ def order_alerts(svc: Services, source: str, order_id: str, currency: str, chang
     if (c := by_field.get("total_amount")) and c.old:
         percent = (c.new - c.old) * 100 / c.old
         if abs(percent) >= rules["price_corrected"].threshold:
-            title = f"Price corrected on {source} order {order_id}: {yuan_digits(c.old)} -> {yuan_digits(c.new)} {currency} ({percent:+.2f}%)"
+            old, new = yuan_digits(c.old), yuan_digits(c.new)
+            title = f"Price corrected on {source} order {order_id}: {old} -> {new} {currency} ({percent:+.2f}%)"
             detail = {"old_total": c.old, "new_total": c.new, "percent": round(percent, 2), "currency": currency}
             raised.append(raise_alert(svc, "price_corrected", f"{source}:{order_id}:{c.new}", title, detail, source, order_id))
     if (c := by_field.get("refund_amount")) and c.new > c.old and c.new - c.old >= rules["refund"].threshold:
-        title = f"Refund on {source} order {order_id}: {yuan_digits(c.new - c.old)} {currency} (total refunded {yuan_digits(c.new)})"
+        refunded, total = yuan_digits(c.new - c.old), yuan_digits(c.new)
+        title = f"Refund on {source} order {order_id}: {refunded} {currency} (total refunded {total})"
         detail = {"refunded": c.new - c.old, "total_refunded": c.new, "currency": currency}
         raised.append(raise_alert(svc, "refund", f"{source}:{order_id}:{c.new}", title, detail, source, order_id))
     if (c := by_field.get("status")) and c.new in ("cancelled", "closed"):
         title = f"Order {order_id} at {source} is {c.new} (was {c.old})"
-        raised.append(raise_alert(svc, "order_closed", f"{source}:{order_id}", title, {"old": c.old, "new": c.new}, source, order_id))
+        raised.append(
+            raise_alert(svc, "order_closed", f"{source}:{order_id}", title, {"old": c.old, "new": c.new}, source, order_id)
+        )
     return [a for a in raised if a is not None]
 
 
@@ -95,7 +100,10 @@ def note_rejections(svc: Services, source: str, minute: int, refused: int) -> No
     """Count `refused` pushes of one minute; the push_rejections alert fires when the minute crosses the rule."""
     key = svc.key("rejections", source, str(minute))
     try:
-        count, _ = svc.redis.pipeline().incrby(key, refused).expire(key, 120).execute()
+        pipe = svc.redis.pipeline()
+        pipe.incrby(key, refused)
+        pipe.expire(key, 120)
+        count, _ = pipe.execute()
     except RedisError:
         return
     threshold = int(svc.settings.alerts.rules["push_rejections"].threshold)
@@ -129,7 +137,9 @@ class RejectionCounter(ProcessThread):
 
 def sinks(alerts: AlertSettings) -> list[str]:
     """The configured delivery sinks besides the log."""
-    return [name for name, on in (("webhook", alerts.webhook_url), ("slack", alerts.slack_webhook_url), ("email", alerts.email)) if on]
+    return [
+        name for name, on in (("webhook", alerts.webhook_url), ("slack", alerts.slack_webhook_url), ("email", alerts.email)) if on
+    ]
 
 
 def deliver(svc: Services, alert_id: int) -> str:

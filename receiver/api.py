@@ -8,12 +8,12 @@ from flask import Blueprint, Response, jsonify, request
 from sqlalchemy import select
 from werkzeug.exceptions import HTTPException
 
-from receiver.args import int_arg
+from receiver.args import int_arg, page_arg, status_arg
 from receiver.auth import check_bearer
-from receiver.errors import BadRequest, NotFound, ReceiverError
+from receiver.errors import NotFound, ReceiverError
 from receiver.inbox import status_counts
 from receiver.logs import loggable
-from receiver.models import Event, EventStatus
+from receiver.models import Event
 from receiver.orders import find_order, order_json
 from receiver.services import services
 
@@ -59,12 +59,10 @@ def get_order(source: str, order_id: str) -> Response:
 @bp.get("/events")
 def list_events() -> Response:
     """The inbox, newest first, filtered by status and source, a page at a time."""
-    page = int_arg("page", 1, 1, MAX_PAGES)
+    page = page_arg(MAX_PAGES)
     per_page = int_arg("per_page", 50, 1, MAX_PAGE_SIZE)
     stmt = select(Event)
-    if status := request.args.get("status"):
-        if status not in EventStatus.ALL:
-            raise BadRequest(f"status must be one of {', '.join(EventStatus.ALL)}")
+    if status := status_arg():
         stmt = stmt.where(Event.status == status)
     if source := request.args.get("source"):
         stmt = stmt.where(Event.source == source)

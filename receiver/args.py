@@ -6,6 +6,7 @@ from datetime import datetime, timedelta, timezone
 from flask import request
 
 from receiver.errors import BadRequest
+from receiver.models import EventStatus
 
 
 def int_arg(name: str, default: int, lo: int, hi: int) -> int:
@@ -36,3 +37,19 @@ def when_arg(name: str, default: str = "") -> datetime | None:
     except ValueError:
         raise BadRequest(f"{name} must be a UTC date or time (2026-12-01T08:00) or how long ago (30m, 6h, 1d)") from None
     return moment.replace(tzinfo=timezone.utc) if moment.tzinfo is None else moment.astimezone(timezone.utc)
+
+
+def page_arg(max_page: int) -> int:
+    """The `page` argument, from 1 (its default) to `max_page`: a deeper OFFSET would scan too much."""
+    return int_arg("page", 1, 1, max_page)
+
+
+def status_arg() -> str:
+    """The `status` argument: empty (any), or an event status; BadRequest names the choices otherwise."""
+    status = request.args.get("status", "")
+    if status and status not in STATUSES:
+        raise BadRequest(f"status must be one of {', '.join(STATUSES)}")
+    return status
+
+
+STATUSES = tuple(EventStatus)

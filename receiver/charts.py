@@ -5,8 +5,8 @@ JavaScript; the legend beside each chart gives the window's totals.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 from markupsafe import Markup, escape
 
@@ -72,8 +72,10 @@ def draw(chart_id: str, labels: Sequence[str], series: Sequence[Series], kind: s
                 if not value:
                     continue
                 parts.append(
-                    f'<rect class="bar" data-series="{escape(s.name)}" data-value="{_fmt(value)}" x="{LEFT + slot * i + slot * 0.1:.1f}"'
-                    f' y="{y(base + value):.1f}" width="{max(slot * 0.8, 0.5):.1f}" height="{y(base) - y(base + value):.1f}" fill="{s.color}">'
+                    f'<rect class="bar" data-series="{escape(s.name)}" data-value="{_fmt(value)}"'
+                    f' x="{LEFT + slot * i + slot * 0.1:.1f}"'
+                    f' y="{y(base + value):.1f}" width="{max(slot * 0.8, 0.5):.1f}"'
+                    f' height="{y(base) - y(base + value):.1f}" fill="{s.color}">'
                     f"<title>{escape(label)} {escape(s.name)}: {escape(_fmt(value))}{escape(unit)}</title></rect>"
                 )
                 base += value
@@ -85,7 +87,8 @@ def draw(chart_id: str, labels: Sequence[str], series: Sequence[Series], kind: s
                 parts.append(f'<polyline points="{path}" fill="none" stroke="{s.color}" stroke-width="1.5"/>')
             for x, v, label in points:
                 parts.append(
-                    f'<circle class="point" data-series="{escape(s.name)}" data-value="{_fmt(v)}" cx="{x:.1f}" cy="{y(v):.1f}" r="1.8"'
+                    f'<circle class="point" data-series="{escape(s.name)}" data-value="{_fmt(v)}"'
+                    f' cx="{x:.1f}" cy="{y(v):.1f}" r="1.8"'
                     f' fill="{s.color}"><title>{escape(label)} {escape(s.name)}: {escape(_fmt(v))}{escape(unit)}</title></circle>'
                 )
     parts.append("</svg>")

@@ -5,9 +5,10 @@ import logging
 import os
 import sys
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
-from typing import Any, Iterator
+from typing import Any
 from urllib.parse import urlsplit
 
 import click
@@ -15,6 +16,8 @@ from flask import Flask
 
 from receiver.config import load_settings, load_sources
 from receiver.errors import ConfigError
+from receiver.providers import FAMILIES
+from receiver.sandbox import FAULT_MODES
 
 
 def _settings():  # type: ignore[no-untyped-def]
@@ -41,11 +44,11 @@ def migrate() -> None:
 
 @main.command()
 @click.option("--port", type=int, default=8079, show_default=True)
-@click.option("--family", type=click.Choice(["xportcn", "dajisaas"]), help="Serve only this family's sources.")
+@click.option("--family", type=click.Choice(sorted(FAMILIES)), help="Serve only this family's sources.")
 @click.option("--sources", "sources_file", envvar="RECEIVER_SOURCES_FILE", default="sources.toml", show_default=True)
 @click.option("--latency", type=float, default=0.0, help="Seconds added to every answer.")
 @click.option("--fail-rate", type=float, default=0.0, help="Share of requests that fail (see --fail-mode).")
-@click.option("--fail-mode", type=click.Choice(["http500", "http429", "timeout", "code"]), default="http500", show_default=True)
+@click.option("--fail-mode", type=click.Choice(FAULT_MODES), default=FAULT_MODES[0], show_default=True)
 @click.option("--broken-order", "broken", multiple=True, help="An order id answered with a permanent error.")
 @click.option("--check", is_flag=True, help="Serve nothing: exit 0 if some source points at PORT, 1 (saying so) if none does.")
 def sandbox(
@@ -62,7 +65,7 @@ def sandbox(
         url = urlsplit(base_url)
         return url.hostname in ("127.0.0.1", "localhost") and url.port == port
 
-    served = [s for s in sources.values() if here(s.base_url) and s.family in ("xportcn", "dajisaas") and family in (None, s.family)]
+    served = [s for s in sources.values() if here(s.base_url) and family in (None, s.family)]
     nothing = f"no source in {sources_file} points at http://127.0.0.1:{port}/"
     if check:
         # `make run` asks this before choosing honcho's processes: a sandbox with nothing to serve would
@@ -74,8 +77,6 @@ def sandbox(
         return
 
     from receiver.sandbox import Sandbox
-    from receiver.sandbox.dajisaas import DajisaasProvider
-    from receiver.sandbox.xportcn import XportcnProvider
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s sandbox %(message)s")
     box = Sandbox(port=port)
@@ -83,13 +84,8 @@ def sandbox(
     box.faults.broken_orders.update({order_id: (1001, "order is locked by the provider") for order_id in broken})
     for source in served:
         url = urlsplit(source.base_url)
-        creds = source.credentials
-        if source.family == "xportcn":
-            box.mount(url.path, XportcnProvider(creds["access_key"], creds["access_secret"], creds["user_id"], creds["portal"]))
-            click.echo(f"sandbox: {source.name} ({source.family}) at {source.base_url}")
-        elif source.family == "dajisaas":
-            box.mount(url.path, DajisaasProvider(creds["app_key"], creds["app_secret"], **_pinned(creds)))
-            click.echo(f"sandbox: {source.name} ({source.family}) at {source.base_url}")
+        box.mount(url.path, FAMILIES[source.family].sandbox(source.credentials))
+        click.echo(f"sandbox: {source.name} ({source.family}) at {source.base_url}")
     if not box.providers:
         raise click.ClickException(nothing)
     box.start()
@@ -98,12 +94,6 @@ def sandbox(
             time.sleep(3600)
     except KeyboardInterrupt:
         box.stop()
-
-
-def _pinned(creds: dict[str, Any]) -> dict[str, str]:
-    """The push signature a DajiSaaS source pins, for the sandbox to sign with; none for "any"."""
-    scheme = creds.get("signature_scheme")
-    return {"signature_scheme": scheme} if scheme and scheme != "any" else {}
 
 
 @main.command()
@@ -140,7 +130,7 @@ def events() -> None:
 
 
 @contextmanager
-def _app() -> Iterator[Flask]:
+def app_for_command() -> Iterator[Flask]:
     """The app on the environment's settings, its pools closed when the command is done."""
     from receiver import create_app
 
@@ -176,11 +166,12 @@ def events_list(status: str | None, source: str | None, limit: int) -> None:
         stmt = stmt.where(Event.status == status)
     if source:
         stmt = stmt.where(Event.source == source)
-    with _app() as app, app.extensions["receiver"].Session() as session:
+    with app_for_command() as app, app.extensions["receiver"].Session() as session:
         for e in session.scalars(stmt):
             note = e.last_error or e.ignored_reason
             error = f"  {note}" if note else ""
-            click.echo(f"{e.id:>8} {e.received_at:%Y-%m-%d %H:%M:%S} {e.source:<10} {e.status:<9} {e.kind:<9} {e.order_id or '-':<20} {e.message_type}{error}")
+            click.echo(f"{e.id:>8} {e.received_at:%Y-%m-%d %H:%M:%S} {e.source:<10} {e.status:<9} {e.kind:<9} "
+                       f"{e.order_id or '-':<20} {e.message_type}{error}")
 
 
 @events.command("show")
@@ -189,11 +180,24 @@ def events_show(event_id: int) -> None:
     """Show one event: its raw headers and body, attempts and error."""
     from receiver.models import Event
 
-    with _app() as app, app.extensions["receiver"].Session() as session:
+    with app_for_command() as app, app.extensions["receiver"].Session() as session:
         e = session.get(Event, event_id)
         if e is None:
             raise click.ClickException(f"no event {event_id}")
-        for name in ("id", "source", "message_type", "kind", "platform", "order_id", "status", "attempts", "last_error", "ignored_reason", "received_at", "processed_at"):
+        for name in (
+            "id",
+            "source",
+            "message_type",
+            "kind",
+            "platform",
+            "order_id",
+            "status",
+            "attempts",
+            "last_error",
+            "ignored_reason",
+            "received_at",
+            "processed_at",
+        ):
             click.echo(f"{name:>14}: {getattr(e, name)}")
         click.echo(f"{'headers':>14}: {e.headers}")
         click.echo(f"{'body':>14}: {e.body.decode('utf-8', 'replace')}")
@@ -225,14 +229,14 @@ WHEN = When()
 @click.option("--since", type=WHEN, help="Only events received since: a UTC date, or 6h, 1d, 7d ago (with --status).")
 def events_replay(event_ids: tuple[int, ...], status: str | None, source: str | None, since: datetime | None) -> None:
     """Put events back through the pipeline: by id, or all of a status (dead, usually)."""
+    from receiver import dispatch
     from receiver.services import services
-    from workers import pipeline, tasks
 
     if bool(event_ids) == bool(status):
         raise click.UsageError("give event ids, or --status (with optional --source and --since)")
-    with _app() as app, app.app_context():
-        ids = list(event_ids) or pipeline.select_for_replay(services(), status, source, since)
-        queued = tasks.replay(ids)
+    with app_for_command() as app, app.app_context():
+        ids = list(event_ids) or dispatch.select_for_replay(services(), status or "", source, since)
+        queued = dispatch.replay(ids)
     click.echo(f"replayed {queued} of {len(ids)} event(s)")
     if ids and queued < len(ids):
         sys.exit(1)
@@ -246,32 +250,9 @@ def events_purge(status: str, before: datetime, source: str | None) -> None:
     """Delete events for good (dead ones stay until replayed or purged here); order history stays."""
     from receiver.inbox import purge_events
 
-    with _app() as app:
+    with app_for_command() as app:
         deleted = purge_events(app.extensions["receiver"].engine, (status,), before, source, budget=float("inf"))
     click.echo(f"deleted {deleted} {status} event(s) received before {before:%Y-%m-%d %H:%M:%S} UTC")
-
-
-@main.command()
-@click.option("--source", "source_name", required=True)
-@click.option("--since", type=WHEN, help="Start of the window: a UTC date, or 6h, 1d, 7d ago (default: RECEIVER_RECONCILE_WINDOW ago).")
-def reconcile(source_name: str, since: datetime | None) -> None:
-    """Compare a source's recent orders with ours now, and repair what differs."""
-    from receiver.services import services
-    from workers import pipeline
-
-    with _app() as app, app.app_context():
-        svc = services()
-        source = svc.settings.sources.get(source_name)
-        if source is None:
-            raise click.ClickException(f"no source {source_name!r} in {svc.settings.sources_file}")
-        until = datetime.now(timezone.utc)
-        start = since or until - timedelta(seconds=svc.settings.reconcile_window)
-        click.echo(f"reconciling {source_name} from {start:%Y-%m-%d %H:%M:%S} to {until:%Y-%m-%d %H:%M:%S} UTC")
-        report = pipeline.reconcile(
-            svc, source, start, until,
-            progress=lambda r: click.echo(f"  page {r.pages}: {r.orders} orders seen, {r.changed} repaired"),
-        )
-    click.echo(f"done: {report.pages} page(s), {report.orders} orders, {report.changed} repaired")
 
 
 @main.group()
@@ -286,7 +267,7 @@ def orders_show(source: str, order_id: str) -> None:
     """Show our copy of an order (by any of its ids) with its lines and history, from the database."""
     from receiver.orders import find_order, order_json
 
-    with _app() as app, app.extensions["receiver"].Session() as session:
+    with app_for_command() as app, app.extensions["receiver"].Session() as session:
         order = find_order(session, source, order_id)
         if order is None:
             raise click.ClickException(f"no order {order_id!r} at source {source!r}")
@@ -299,7 +280,8 @@ def orders_show(source: str, order_id: str) -> None:
         click.echo(f"{name:>17}: {o[name] if o[name] is not None else '-'}")
     click.echo(f"lines ({len(o['lines'])}):")
     for line in o["lines"]:
-        click.echo(f"  {line['line_id']}  sku={line['sku_id'] or '-'}  qty={line['quantity']}  price={line['price']}  amount={line['amount']}  refunded={line['refund_amount']}  {line['title'] or ''}")
+        click.echo(f"  {line['line_id']}  sku={line['sku_id'] or '-'}  qty={line['quantity']}  price={line['price']}  "
+                   f"amount={line['amount']}  refunded={line['refund_amount']}  {line['title'] or ''}")
     click.echo(f"history ({len(o['history'])}):")
     for h in o["history"]:
         click.echo(f"  {h['at']}  {h['field']}: {h['old']} -> {h['new']}  ({h['cause']})")
@@ -334,7 +316,7 @@ def check_config() -> None:
         rows.append(("api token", "RECEIVER_API_TOKEN", "ok", "set"))
     else:
         rows.append(("api token", "RECEIVER_API_TOKEN", "warn", "not set: the read API and /admin refuse everyone"))
-    with _app() as app:
+    with app_for_command() as app:
         svc = app.extensions["receiver"]
         try:
             with svc.engine.connect() as conn:
@@ -343,9 +325,23 @@ def check_config() -> None:
             if current == head:
                 rows.append(("database", _safe_url(settings.database_url), "ok", f"schema at {head}"))
             else:
-                rows.append(("database", _safe_url(settings.database_url), "FAIL", f"schema at {current}, head is {head}: run `receiver migrate`"))
+                rows.append(
+                    (
+                        "database",
+                        _safe_url(settings.database_url),
+                        "FAIL",
+                        f"schema at {current}, head is {head}: run `receiver migrate`",
+                    )
+                )
         except SQLAlchemyError as err:
-            rows.append(("database", _safe_url(settings.database_url), "FAIL", f"{err.__class__.__name__}: {str(err).splitlines()[0][:120]}"))
+            rows.append(
+                (
+                    "database",
+                    _safe_url(settings.database_url),
+                    "FAIL",
+                    f"{err.__class__.__name__}: {str(err).splitlines()[0][:120]}",
+                )
+            )
         try:
             svc.redis.ping()
             rows.append(("redis", _safe_url(settings.broker_url), "ok", f"{svc.redis.llen(settings.namespace)} task(s) queued"))
@@ -360,7 +356,7 @@ def check_config() -> None:
     header = ("check", "target", "result", "detail")
     widths = [max(len(str(r[i])) for r in (header, *rows)) for i in range(3)]
     for row in (header, *rows):
-        click.echo("  ".join(str(cell).ljust(w) for cell, w in zip(row, widths)) + "  " + row[3])
+        click.echo("  ".join(str(cell).ljust(w) for cell, w in zip(row, widths, strict=False)) + "  " + row[3])
     if any(r[2] == "FAIL" for r in rows):
         sys.exit(1)
 

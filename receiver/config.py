@@ -4,36 +4,22 @@ from __future__ import annotations
 import ipaddress
 import re
 import tomllib
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from dataclasses import fields as fields_of
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate
+from marshmallow.fields import Boolean, Float, Integer, String, Url
+from marshmallow.validate import Length, OneOf, Range, Regexp
 from sqlalchemy.engine import make_url
 
 from receiver.errors import ConfigError
+from receiver.providers import Source, family_for
 
 ENV_PREFIX = "env:"
-IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
-
-
-@dataclass(frozen=True)
-class Source:
-    """One account at one provider, and the secrets that guard its callback URL."""
-
-    name: str
-    family: str
-    base_url: str
-    callback_token: str
-    credentials: Mapping[str, Any]
-    allow_ips: tuple[IPNetwork, ...] = ()
-    timeout: float = 10.0
-    rate_limit: float = 10.0  # outbound API calls per second, across all workers
-    rate_burst: int = 10
-
-    def __repr__(self) -> str:
-        # Secrets never reach a log line through a repr.
-        return f"Source(name={self.name!r}, family={self.family!r}, base_url={self.base_url!r})"
+DATABASES = ("sqlite", "postgresql")
 
 
 # Each alert rule: on by default, with the threshold it compares against (its unit in the comment).
@@ -86,86 +72,90 @@ class AlertSettings:
         return f"AlertSettings(sinks={['log', *sinks]})"
 
 
-@dataclass(frozen=True)
-class Settings:
-    """Everything the service is configured with."""
+def default_database_url() -> str:
+    """A SQLite file under ./var, created on demand."""
+    var = Path("var").resolve()
+    var.mkdir(exist_ok=True)
+    return f"sqlite:///{var / 'receiver.db'}"
 
-    database_url: str
-    broker_url: str
-    api_token: str | None
+
+def check_database_url(url: str) -> str:
+    """The database URL, if SQLAlchemy can read it and it names a database we support."""
+    try:
+        parsed = make_url(url)
+        parsed.get_dialect()
+    except Exception as err:  # noqa: BLE001 - SQLAlchemy raises several kinds; all mean the same here
+        raise ConfigError(f"RECEIVER_DATABASE_URL: {err.__class__.__name__}: {err}") from None
+    if parsed.get_backend_name() not in DATABASES:
+        raise ConfigError(f"RECEIVER_DATABASE_URL: {parsed.get_backend_name()} is not supported (use {' or '.join(DATABASES)})")
+    return url
+
+
+def _hosts(text: str) -> tuple[str, ...]:
+    return tuple(h.strip() for h in text.split(",") if h.strip())
+
+
+def setting(env: str, loader: fields.Field, parse: Callable[[Any], Any] | None = None, **default: Any) -> Any:
+    """A setting read from the environment variable `env`, declared once: `loader` validates its text,
+    `parse` (if any) turns the loaded value into the setting's, and `default` or `default_factory`
+    is what it is when the variable is unset or empty."""
+    return field(**default, metadata={"env": env, "loader": loader, "parse": parse})
+
+
+BROKER_URL = Regexp(r"^(redis|rediss|unix|sentinel)://", error="must be a redis://, rediss://, unix:// or sentinel:// URL")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Settings:
+    """Everything the service is configured with: each environment setting with its variable,
+    validation and default, from which `load_settings` reads them."""
+
     sources: Mapping[str, Source]
-    sources_file: str
     alerts: AlertSettings = AlertSettings(rules={name: Rule(True, t) for name, t in RULE_DEFAULTS.items()})
-    namespace: str = "receiver"
-    redis_master_name: str = "mymaster"
+    database_url: str = setting("RECEIVER_DATABASE_URL", String(), check_database_url, default_factory=default_database_url)
+    broker_url: str = setting("RECEIVER_BROKER_URL", String(validate=BROKER_URL), default="redis://127.0.0.1:6379/0")
+    api_token: str | None = setting("RECEIVER_API_TOKEN", String(validate=Length(min=16)), default=None)
+    sources_file: str = setting("RECEIVER_SOURCES_FILE", String(), default="sources.toml")
+    namespace: str = setting("RECEIVER_NAMESPACE", String(validate=Regexp(r"^[A-Za-z0-9_.-]+$")), default="receiver")
+    redis_master_name: str = setting("RECEIVER_REDIS_MASTER_NAME", String(), default="mymaster")
     # Three hours: the Xportcn family retries a push every 30 minutes, 5 times, with its first headers.
-    timestamp_window: int = 3 * 3600
-    max_body_bytes: int = 1024 * 1024
-    trusted_proxies: int = 0
-    max_retries: int = 8
-    retry_backoff: float = 2.0
-    retry_backoff_max: float = 600.0
-    sweep_grace: int = 60
-    coalesce_window: float = 1.0
-    sweep_interval: float = 30.0
-    reconcile_interval: float = 3600.0
-    reconcile_window: float = 86400.0
-    db_timeout: float = 5.0
-    log_level: str = "INFO"
-    log_format: str = "json"
-    metrics_require_token: bool = False
-    worker_metrics_port: int = 0
-    worker_metrics_host: str = "127.0.0.1"
-    counts_ttl: float = 5.0  # seconds the inbox's counts (metrics, admin) may be old
-    retention_days: float = 30.0  # processed and ignored events older than this are deleted
-    refresh_open_after: float = 6 * 3600.0  # seconds before an open order with no news is re-fetched
-    allowed_hosts: tuple[str, ...] = ()  # Host headers the app answers; empty: any
-    flower_url: str = "http://127.0.0.1:5555"  # linked from the admin pages' header, for tasks
-    metrics_multiproc_dir: str | None = None
+    timestamp_window: int = setting("RECEIVER_TIMESTAMP_WINDOW", Integer(validate=Range(min=1)), default=3 * 3600)
+    max_body_bytes: int = setting("RECEIVER_MAX_BODY_BYTES", Integer(validate=Range(min=1024)), default=1024 * 1024)
+    trusted_proxies: int = setting("RECEIVER_TRUSTED_PROXIES", Integer(validate=Range(min=0, max=5)), default=0)
+    max_retries: int = setting("RECEIVER_MAX_RETRIES", Integer(validate=Range(min=0)), default=8)
+    retry_backoff: float = setting("RECEIVER_RETRY_BACKOFF", Float(validate=Range(min=0)), default=2.0)
+    retry_backoff_max: float = setting("RECEIVER_RETRY_BACKOFF_MAX", Float(validate=Range(min=0)), default=600.0)
+    sweep_grace: int = setting("RECEIVER_SWEEP_GRACE", Integer(validate=Range(min=1)), default=60)
+    coalesce_window: float = setting("RECEIVER_COALESCE_WINDOW", Float(validate=Range(min=0, max=60)), default=1.0)
+    sweep_interval: float = setting("RECEIVER_SWEEP_INTERVAL", Float(validate=Range(min=0.5)), default=30.0)
+    reconcile_interval: float = setting("RECEIVER_RECONCILE_INTERVAL", Float(validate=Range(min=10)), default=3600.0)
+    reconcile_window: float = setting("RECEIVER_RECONCILE_WINDOW", Float(validate=Range(min=60)), default=86400.0)
+    db_timeout: float = setting("RECEIVER_DB_TIMEOUT", Float(validate=Range(min=0.1, max=60)), default=5.0)
+    log_level: str = setting("RECEIVER_LOG_LEVEL", String(validate=OneOf(["DEBUG", "INFO", "WARNING", "ERROR"])), default="INFO")
+    log_format: str = setting("RECEIVER_LOG_FORMAT", String(validate=OneOf(["json", "text"])), default="json")
+    metrics_require_token: bool = setting("RECEIVER_METRICS_REQUIRE_TOKEN", Boolean(), default=False)
+    worker_metrics_port: int = setting("RECEIVER_WORKER_METRICS_PORT", Integer(validate=Range(min=0, max=65535)), default=0)
+    worker_metrics_host: str = setting("RECEIVER_WORKER_METRICS_HOST", String(validate=Length(min=1)), default="127.0.0.1")
+    # Seconds the inbox's counts (metrics, admin) may be old.
+    counts_ttl: float = setting("RECEIVER_COUNTS_TTL", Float(validate=Range(min=0, max=3600)), default=5.0)
+    # Processed and ignored events older than this many days are deleted.
+    retention_days: float = setting("RECEIVER_RETENTION_DAYS", Float(validate=Range(min=0.01)), default=30.0)
+    # Seconds before an open order with no news is re-fetched.
+    refresh_open_after: float = setting("RECEIVER_REFRESH_OPEN_AFTER", Float(validate=Range(min=60)), default=6 * 3600.0)
+    # Host headers the app answers, comma-separated; empty: any.
+    allowed_hosts: tuple[str, ...] = setting("RECEIVER_ALLOWED_HOSTS", String(), _hosts, default=())
+    # Linked from the admin pages' header, for tasks.
+    flower_url: str = setting("RECEIVER_FLOWER_URL", Url(require_tld=False, schemes={"http", "https"}), default="http://127.0.0.1:5555")
+    # prometheus_client's own variable: set, each process writes its counts there to be summed.
+    metrics_multiproc_dir: str | None = setting("PROMETHEUS_MULTIPROC_DIR", String(), default=None)
 
     def __repr__(self) -> str:
         return f"Settings(database_url=<set>, broker_url={self.broker_url!r}, sources={list(self.sources)})"
 
 
-class _EnvSchema(Schema):
-    """The RECEIVER_* variables, with their defaults."""
-
-    class Meta:
-        unknown = EXCLUDE
-
-    RECEIVER_DATABASE_URL = fields.String(load_default=None)
-    RECEIVER_BROKER_URL = fields.String(
-        load_default="redis://127.0.0.1:6379/0",
-        validate=validate.Regexp(r"^(redis|rediss|unix|sentinel)://", error="must be a redis://, rediss://, unix:// or sentinel:// URL"),
-    )
-    RECEIVER_API_TOKEN = fields.String(load_default=None, validate=validate.Length(min=16))
-    RECEIVER_SOURCES_FILE = fields.String(load_default="sources.toml")
-    RECEIVER_REDIS_MASTER_NAME = fields.String(load_default="mymaster")
-    RECEIVER_NAMESPACE = fields.String(load_default="receiver", validate=validate.Regexp(r"^[A-Za-z0-9_.-]+$"))
-    RECEIVER_TIMESTAMP_WINDOW = fields.Integer(load_default=3 * 3600, validate=validate.Range(min=1))
-    RECEIVER_MAX_BODY_BYTES = fields.Integer(load_default=1024 * 1024, validate=validate.Range(min=1024))
-    RECEIVER_TRUSTED_PROXIES = fields.Integer(load_default=0, validate=validate.Range(min=0, max=5))
-    RECEIVER_MAX_RETRIES = fields.Integer(load_default=8, validate=validate.Range(min=0))
-    RECEIVER_RETRY_BACKOFF = fields.Float(load_default=2.0, validate=validate.Range(min=0))
-    RECEIVER_RETRY_BACKOFF_MAX = fields.Float(load_default=600.0, validate=validate.Range(min=0))
-    RECEIVER_SWEEP_GRACE = fields.Integer(load_default=60, validate=validate.Range(min=1))
-    RECEIVER_COALESCE_WINDOW = fields.Float(load_default=1.0, validate=validate.Range(min=0, max=60))
-    RECEIVER_SWEEP_INTERVAL = fields.Float(load_default=30.0, validate=validate.Range(min=0.5))
-    RECEIVER_RECONCILE_INTERVAL = fields.Float(load_default=3600.0, validate=validate.Range(min=10))
-    RECEIVER_RECONCILE_WINDOW = fields.Float(load_default=86400.0, validate=validate.Range(min=60))
-    RECEIVER_DB_TIMEOUT = fields.Float(load_default=5.0, validate=validate.Range(min=0.1, max=60))
-    RECEIVER_LOG_LEVEL = fields.String(
-        load_default="INFO", validate=validate.OneOf(["DEBUG", "INFO", "WARNING", "ERROR"])
-    )
-    RECEIVER_LOG_FORMAT = fields.String(load_default="json", validate=validate.OneOf(["json", "text"]))
-    RECEIVER_METRICS_REQUIRE_TOKEN = fields.Boolean(load_default=False)
-    RECEIVER_WORKER_METRICS_PORT = fields.Integer(load_default=0, validate=validate.Range(min=0, max=65535))
-    RECEIVER_WORKER_METRICS_HOST = fields.String(load_default="127.0.0.1", validate=validate.Length(min=1))
-    RECEIVER_COUNTS_TTL = fields.Float(load_default=5.0, validate=validate.Range(min=0, max=3600))
-    RECEIVER_RETENTION_DAYS = fields.Float(load_default=30.0, validate=validate.Range(min=0.01))
-    RECEIVER_REFRESH_OPEN_AFTER = fields.Float(load_default=6 * 3600.0, validate=validate.Range(min=60))
-    RECEIVER_ALLOWED_HOSTS = fields.String(load_default="")
-    RECEIVER_FLOWER_URL = fields.Url(load_default="http://127.0.0.1:5555", require_tld=False, schemes={"http", "https"})
+# The environment variables and the dataclass fields they set, derived from the declarations above.
+ENV_SETTINGS = {f.metadata["env"]: f for f in fields_of(Settings) if "env" in f.metadata}
+_EnvSchema = Schema.from_dict({env: f.metadata["loader"] for env, f in ENV_SETTINGS.items()}, name="EnvSchema")
 
 
 class _SourceSchema(Schema):
@@ -185,19 +175,6 @@ class _SourceSchema(Schema):
 
 COMMON_SOURCE_KEYS = frozenset(_SourceSchema().fields)
 SOURCE_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
-DATABASES = ("sqlite", "postgresql")
-
-
-def check_database_url(url: str) -> str:
-    """The database URL, if SQLAlchemy can read it and it names a database we support."""
-    try:
-        parsed = make_url(url)
-        parsed.get_dialect()
-    except Exception as err:  # noqa: BLE001 - SQLAlchemy raises several kinds; all mean the same here
-        raise ConfigError(f"RECEIVER_DATABASE_URL: {err.__class__.__name__}: {err}") from None
-    if parsed.get_backend_name() not in DATABASES:
-        raise ConfigError(f"RECEIVER_DATABASE_URL: {parsed.get_backend_name()} is not supported (use {' or '.join(DATABASES)})")
-    return url
 
 
 class _RuleSchema(Schema):
@@ -222,7 +199,9 @@ class _AlertsSchema(Schema):
     webhook_url = fields.Url(load_default=None, require_tld=False, schemes={"http", "https"})
     slack_webhook_url = fields.Url(load_default=None, require_tld=False, schemes={"http", "https"})
     email = fields.Nested(_EmailSchema, load_default=None)
-    rules = fields.Dict(keys=fields.String(validate=validate.OneOf(sorted(RULE_DEFAULTS))), values=fields.Nested(_RuleSchema), load_default=dict)
+    rules = fields.Dict(
+        keys=fields.String(validate=validate.OneOf(sorted(RULE_DEFAULTS))), values=fields.Nested(_RuleSchema), load_default=dict
+    )
 
 
 def load_alerts(table: Mapping[str, Any], environ: Mapping[str, str]) -> AlertSettings:
@@ -269,7 +248,7 @@ def _first_error(err: ValidationError, prefix: str) -> str:
 def _resolve_env(value: Any, environ: Mapping[str, str], where: str) -> Any:
     """Replace an `env:VAR` value by that environment variable, which must be set."""
     if isinstance(value, str) and value.startswith(ENV_PREFIX):
-        var = value[len(ENV_PREFIX):]
+        var = value[len(ENV_PREFIX) :]
         if var not in environ:
             raise ConfigError(f"{where}: environment variable {var} is not set")
         return environ[var]
@@ -280,8 +259,6 @@ def _resolve_env(value: Any, environ: Mapping[str, str], where: str) -> Any:
 
 def load_source(name: str, table: Mapping[str, Any], environ: Mapping[str, str]) -> Source:
     """Validate one `[sources.<name>]` table, resolving `env:VAR` values."""
-    from receiver.providers import family_for  # the registry imports provider modules
-
     where = f"sources.{name}"
     if not SOURCE_NAME.fullmatch(name):
         raise ConfigError(f"{where}: a source name is 1 to 64 letters, digits, '_' or '-' (it is part of the URL)")
@@ -323,9 +300,7 @@ def _read_toml(path: str) -> dict[str, Any]:
         with open(path, "rb") as fh:
             data = tomllib.load(fh)
     except FileNotFoundError:
-        raise ConfigError(
-            f"RECEIVER_SOURCES_FILE: {path} not found (copy sources.example.toml to start)"
-        ) from None
+        raise ConfigError(f"RECEIVER_SOURCES_FILE: {path} not found (copy sources.example.toml to start)") from None
     except tomllib.TOMLDecodeError as err:
         raise ConfigError(f"RECEIVER_SOURCES_FILE: {path}: {err}") from None
     return data
@@ -343,53 +318,21 @@ def _sources(data: Mapping[str, Any], path: str, environ: Mapping[str, str]) -> 
     return {name: load_source(name, table, environ) for name, table in tables.items()}
 
 
-def default_database_url() -> str:
-    """A SQLite file under ./var, created on demand."""
-    var = Path("var").resolve()
-    var.mkdir(exist_ok=True)
-    return f"sqlite:///{var / 'receiver.db'}"
-
-
 def load_settings(environ: Mapping[str, str]) -> Settings:
     """Build and validate the settings from an environment mapping; raise ConfigError naming the bad one."""
-    present = {k: v for k, v in environ.items() if k.startswith("RECEIVER_") and v != ""}
+    present = {env: environ[env] for env in ENV_SETTINGS if environ.get(env, "") != ""}
     try:
-        env = _EnvSchema().load(present)
+        loaded = _EnvSchema().load(present)
     except ValidationError as err:
         raise ConfigError(_first_error(err, "")) from None
-    sources_file = env["RECEIVER_SOURCES_FILE"]
+    values = {}
+    for env, value in loaded.items():
+        parse = ENV_SETTINGS[env].metadata["parse"]
+        values[ENV_SETTINGS[env].name] = parse(value) if parse else value
+    sources_file = values.get("sources_file", ENV_SETTINGS["RECEIVER_SOURCES_FILE"].default)
     data = _read_toml(sources_file)
     return Settings(
-        database_url=check_database_url(env["RECEIVER_DATABASE_URL"]) if env["RECEIVER_DATABASE_URL"] else default_database_url(),
-        broker_url=env["RECEIVER_BROKER_URL"],
-        api_token=env["RECEIVER_API_TOKEN"],
         sources=_sources(data, sources_file, environ),
-        sources_file=sources_file,
         alerts=load_alerts(data.get("alerts", {}), environ),
-        namespace=env["RECEIVER_NAMESPACE"],
-        redis_master_name=env["RECEIVER_REDIS_MASTER_NAME"],
-        timestamp_window=env["RECEIVER_TIMESTAMP_WINDOW"],
-        max_body_bytes=env["RECEIVER_MAX_BODY_BYTES"],
-        trusted_proxies=env["RECEIVER_TRUSTED_PROXIES"],
-        max_retries=env["RECEIVER_MAX_RETRIES"],
-        retry_backoff=env["RECEIVER_RETRY_BACKOFF"],
-        retry_backoff_max=env["RECEIVER_RETRY_BACKOFF_MAX"],
-        sweep_grace=env["RECEIVER_SWEEP_GRACE"],
-        coalesce_window=env["RECEIVER_COALESCE_WINDOW"],
-        sweep_interval=env["RECEIVER_SWEEP_INTERVAL"],
-        reconcile_interval=env["RECEIVER_RECONCILE_INTERVAL"],
-        reconcile_window=env["RECEIVER_RECONCILE_WINDOW"],
-        db_timeout=env["RECEIVER_DB_TIMEOUT"],
-        log_level=env["RECEIVER_LOG_LEVEL"],
-        log_format=env["RECEIVER_LOG_FORMAT"],
-        metrics_require_token=env["RECEIVER_METRICS_REQUIRE_TOKEN"],
-        worker_metrics_port=env["RECEIVER_WORKER_METRICS_PORT"],
-        worker_metrics_host=env["RECEIVER_WORKER_METRICS_HOST"],
-        counts_ttl=env["RECEIVER_COUNTS_TTL"],
-        retention_days=env["RECEIVER_RETENTION_DAYS"],
-        refresh_open_after=env["RECEIVER_REFRESH_OPEN_AFTER"],
-        allowed_hosts=tuple(h.strip() for h in env["RECEIVER_ALLOWED_HOSTS"].split(",") if h.strip()),
-        flower_url=env["RECEIVER_FLOWER_URL"],
-        # prometheus_client's own variable: set, each process writes its counts there to be summed.
-        metrics_multiproc_dir=environ.get("PROMETHEUS_MULTIPROC_DIR") or None,
+        **values,
     )

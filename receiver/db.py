@@ -1,9 +1,10 @@
 """Database engine and sessions, tuned per backend."""
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator, Mapping, Sequence
+from typing import Any
 
 from sqlalchemy import Engine, Executable, create_engine
 from sqlalchemy.exc import DBAPIError
@@ -56,7 +57,7 @@ class DriverStatement:
     processors: Mapping[str, Callable[[Any], Any]]
 
     @classmethod
-    def compile(cls, engine: Engine, stmt: Executable, names: Sequence[str] | None = None) -> "DriverStatement":
+    def compile(cls, engine: Engine, stmt: Executable, names: Sequence[str] | None = None) -> DriverStatement:
         """Compile `stmt` (an INSERT with parameters for the columns `names`, or bound parameters)."""
         compiled = stmt.compile(dialect=engine.dialect, column_keys=list(names) if names else None)  # type: ignore[attr-defined]
         processors = {

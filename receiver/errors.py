@@ -8,10 +8,9 @@ class ReceiverError(Exception):
     status = 500
     event = "error"
 
-    def __init__(self, message: str = "", **context: object) -> None:
+    def __init__(self, message: str = "") -> None:
         super().__init__(message or self.__class__.__doc__)
         self.message = message or (self.__class__.__doc__ or "").strip()
-        self.context = context
 
 
 class ConfigError(ReceiverError):
@@ -75,7 +74,7 @@ class MalformedPush(PushRejected):
     event = "callback.malformed"
 
     def __init__(self, message: str, field: str) -> None:
-        super().__init__(message, field=field)
+        super().__init__(message)
         self.field = field
 
 
@@ -125,3 +124,10 @@ class BadRequest(ReceiverError):
 
     status = 400
     event = "api.bad_request"
+
+
+class QueueUnavailable(ReceiverError):
+    """The queue (Redis) could not take the work asked for; nothing was done, try again."""
+
+    status = 503
+    event = "api.queue_unavailable"

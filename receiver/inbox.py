@@ -5,22 +5,20 @@ import hashlib
 import json
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import cache
-from typing import Any, Mapping
+from typing import Any
 
 from sqlalchemy import Engine, bindparam, delete, exists, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.sql.elements import BindParameter
 
 from receiver.db import DriverStatement, driver_cursor
 from receiver.errors import ReplayedNonce
 from receiver.models import Event, EventStatus, SpentNonce, utcnow
-from receiver.providers import Push, RawPush
-
-# Headers worth keeping with the raw event; cookies and proxies' own headers are not. Looked up by
-# name in the push's case-insensitive headers, which is cheaper than going through all of them.
-KEPT_HEADERS = ("access-key", "content-length", "content-type", "nonce-str", "signature", "timestamp", "user-agent", "user-id")
+from receiver.providers import KEPT_HEADERS, Push, RawPush
 
 
 @dataclass(frozen=True)
@@ -32,7 +30,7 @@ class Stored:
 
 
 # INSERT ... ON CONFLICT DO NOTHING: a duplicate costs one statement and no exception.
-_INSERT = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}
+_INSERT: dict[str, Any] = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}
 NONCE_COLUMNS = ("source", "nonce", "seen_at")
 EVENT_COLUMNS = ("source", "message_type", "kind", "platform", "order_id", "dedupe_key", "nonce", "body_sha256",
                  "content_type", "headers", "body", "status", "ignored_reason", "attempts", "received_at", "updated_at")
@@ -52,7 +50,8 @@ class _Statements:
 def _statements(engine: Engine) -> _Statements:
     events, nonces = Event.__table__, SpentNonce.__table__
     insert = _INSERT[engine.dialect.name]
-    source, nonce = bindparam("source"), bindparam("nonce")
+    source: BindParameter[str] = bindparam("source")
+    nonce: BindParameter[str] = bindparam("nonce")
     in_nonces = (nonces.c.source == source, nonces.c.nonce == nonce)
     # INSERT ... SELECT ... WHERE NOT EXISTS: the nonce check and the insert in one statement.
     row = select(*(bindparam(name, type_=events.c[name].type) for name in EVENT_COLUMNS)).where(~exists().where(*in_nonces))
@@ -61,7 +60,9 @@ def _statements(engine: Engine) -> _Statements:
             engine, insert(events).from_select(EVENT_COLUMNS, row).on_conflict_do_nothing().returning(events.c.id)
         ),
         spent=DriverStatement.compile(engine, select(nonces.c.nonce).where(*in_nonces)),
-        holder=DriverStatement.compile(engine, select(events.c.dedupe_key).where(events.c.source == source, events.c.nonce == nonce)),
+        holder=DriverStatement.compile(
+            engine, select(events.c.dedupe_key).where(events.c.source == source, events.c.nonce == nonce)
+        ),
         spend=DriverStatement.compile(engine, insert(nonces).on_conflict_do_nothing(), NONCE_COLUMNS),
     )
 
@@ -197,7 +198,9 @@ PURGE_BATCH = 1000
 PURGE_PAUSE = 0.05  # seconds between batches: pushes get the writer in between
 
 
-def purge_events(engine: Engine, statuses: tuple[str, ...], before: datetime, source: str | None = None, budget: float = 30.0) -> int:
+def purge_events(
+    engine: Engine, statuses: tuple[str, ...], before: datetime, source: str | None = None, budget: float = 30.0
+) -> int:
     """Delete events in `statuses` untouched since `before` (a replayed one counts from its replay), a
     batch at a time so that no transaction holds the writer long; stop after `budget` seconds (the
     next run goes on). Return how many went."""

@@ -3,15 +3,17 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
-from typing import Any, Iterator, Mapping
+from types import MappingProxyType
+from typing import Any
 
 from pythonjsonlogger.json import JsonFormatter
 
 # What a line is about. A ContextVar, not a thread-local: each Celery task and each web request
 # runs in its own context, so values never leak from one event's lines into the next one's.
-_bound: ContextVar[Mapping[str, Any]] = ContextVar("receiver_log_context", default={})
+_bound: ContextVar[Mapping[str, Any]] = ContextVar("receiver_log_context", default=MappingProxyType({}))
 CONTEXT_KEYS = ("source", "event_id", "order_id")
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
 

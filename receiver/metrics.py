@@ -11,8 +11,9 @@ from __future__ import annotations
 import functools
 import logging
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterator, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from flask import Blueprint, Response, g, jsonify, request
 from prometheus_client import (
@@ -57,7 +58,9 @@ REFETCH_SECONDS = Histogram(
     buckets=(0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0),
 )
 REFETCHES = Counter(
-    "receiver_refetches", "Re-fetch attempts by source and outcome (processed, failed = retry later, dead).", ["source", "outcome"]
+    "receiver_refetches",
+    "Re-fetch attempts by source and outcome (processed, failed = retry later, dead).",
+    ["source", "outcome"],
 )
 UNKNOWN = "unknown"
 
@@ -161,12 +164,16 @@ class InboxCollector:
         self.svc = svc
 
     def collect(self) -> Iterator[Metric]:
-        up = GaugeMetricFamily("receiver_dependency_up", "Whether the database and Redis answered this scrape.", labels=["dependency"])
+        up = GaugeMetricFamily(
+            "receiver_dependency_up", "Whether the database and Redis answered this scrape.", labels=["dependency"]
+        )
         try:
             ttl = self.svc.settings.counts_ttl  # cheap: a scan of the inbox per scrape would not be
             counts = inbox_counts(self.svc.read_engine, ttl)
             rows = [(source, status, n) for (source, status), n in status_counts(self.svc.read_engine, ttl).items()]
-            ignored = [(s, kind, platform, n) for (s, status, kind, platform), n in counts.items() if status == EventStatus.IGNORED]
+            ignored = [
+                (s, kind, platform, n) for (s, status, kind, platform), n in counts.items() if status == EventStatus.IGNORED
+            ]
         except SQLAlchemyError as err:
             log.warning("metrics.database_unavailable error=%s", err.__class__.__name__)
             up.add_metric(["database"], 0)
@@ -181,17 +188,21 @@ class InboxCollector:
             up.add_metric(["redis"], 0)
         else:
             up.add_metric(["redis"], 1)
-            queue = GaugeMetricFamily("receiver_queue_depth", "Tasks waiting on the Celery queue (not those held for a countdown).")
+            queue = GaugeMetricFamily(
+                "receiver_queue_depth", "Tasks waiting on the Celery queue (not those held for a countdown)."
+            )
             queue.add_metric([], depth)
             yield queue
         yield up
 
     def _events(self, rows: list[Any]) -> Iterator[Metric]:
         # Every configured source and status gets a series, zero included, so alerts see a change from 0.
-        counts = {(source, status): 0 for source in self.svc.settings.sources for status in EventStatus.ALL}
+        counts = {(source, status): 0 for source in self.svc.settings.sources for status in EventStatus}
         counts.update({(source, status): n for source, status, n in rows})
         events = GaugeMetricFamily("receiver_events", "Inbox events by source and status.", labels=["source", "status"])
-        dead = GaugeMetricFamily("receiver_dead_letters", "Dead events waiting for a fix and a replay, by source.", labels=["source"])
+        dead = GaugeMetricFamily(
+            "receiver_dead_letters", "Dead events waiting for a fix and a replay, by source.", labels=["source"]
+        )
         for (source, status), n in sorted(counts.items()):
             events.add_metric([source, status], n)
             if status == EventStatus.DEAD:
@@ -230,8 +241,8 @@ def scrape() -> Response:
     if svc.settings.metrics_multiproc_dir:
         multiprocess.MultiProcessCollector(registry)
     else:
-        registry.register(_ThisProcess())  # type: ignore[arg-type]
-    registry.register(InboxCollector(svc))  # type: ignore[arg-type]
+        registry.register(_ThisProcess())
+    registry.register(InboxCollector(svc))
     return Response(generate_latest(registry), mimetype=CONTENT_TYPE_LATEST)
 
 

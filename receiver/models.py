@@ -2,11 +2,11 @@
 from __future__ import annotations
 
 from datetime import datetime, timezone
+from enum import StrEnum
 
 from sqlalchemy import (
     BigInteger,
     DateTime,
-    TypeDecorator,
     ForeignKey,
     Index,
     Integer,
@@ -14,6 +14,7 @@ from sqlalchemy import (
     MetaData,
     String,
     Text,
+    TypeDecorator,
     UniqueConstraint,
     text,
 )
@@ -55,8 +56,8 @@ class Base(DeclarativeBase):
     )
 
 
-class EventStatus:
-    """The life of an inbox event."""
+class EventStatus(StrEnum):
+    """The life of an inbox event, in the order an event lives it."""
 
     RECEIVED = "received"  # stored, maybe not yet on the queue
     QUEUED = "queued"  # on the queue
@@ -64,8 +65,6 @@ class EventStatus:
     IGNORED = "ignored"  # stored and acknowledged, but a type we do not act on
     FAILED = "failed"  # last attempt failed, a retry is scheduled
     DEAD = "dead"  # failed for good; can be replayed
-
-    ALL = (RECEIVED, QUEUED, PROCESSED, IGNORED, FAILED, DEAD)
 
 
 class Event(Base):
@@ -188,7 +187,10 @@ class OrderChange(Base):
     __tablename__ = "order_changes"
     # The admin's changes page: a window of some fields' changes, first fetches (no old value) left out.
     __table_args__ = (
-        Index("ix_order_changes_field_at", "field", "at", sqlite_where=text("old IS NOT NULL"), postgresql_where=text("old IS NOT NULL")),
+        Index(
+            "ix_order_changes_field_at", "field", "at",
+            sqlite_where=text("old IS NOT NULL"), postgresql_where=text("old IS NOT NULL"),
+        ),
     )
 
     id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
@@ -202,7 +204,7 @@ class OrderChange(Base):
     order: Mapped[Order] = relationship(back_populates="changes")
 
 
-class AlertStatus:
+class AlertStatus(StrEnum):
     """Where an alert's delivery stands (the log sink has it from the start)."""
 
     PENDING = "pending"

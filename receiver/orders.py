@@ -11,19 +11,10 @@ from sqlalchemy.orm import Session, selectinload
 from receiver.models import Order, OrderChange, OrderLine, utcnow
 from receiver.providers import STATUS_RANK, LineSnapshot, OrderSnapshot
 
-ORDER_FIELDS = (
-    "order_no",
-    "purchase_id",
-    "status",
-    "raw_status",
-    "product_amount",
-    "shipping_fee",
-    "discount",
-    "total_amount",
-    "refund_amount",
-    "currency",
-    "modified_at",
-)
+# What our copy of an order must equal of the provider's to be called up to date (`receiver
+# simulate --wait`, the bench's burst, the tests comparing two calls).
+COMPARED = ("status", "raw_status", "product_amount", "shipping_fee", "discount", "total_amount", "refund_amount")
+ORDER_FIELDS = ("order_no", "purchase_id", *COMPARED, "currency", "modified_at")
 # Fields one call gives and another lacks (1688's order detail has no platform order number, the
 # order page no modified time): a snapshot without one leaves ours as it is.
 KEPT_WHEN_ABSENT = frozenset({"order_no", "purchase_id", "modified_at"})
@@ -65,7 +56,8 @@ def find_order(session: Session, source: str, any_id: str) -> Order | None:
     """An order of `source` by any of its ids: provider order id, order number or purchase id."""
     # One lookup per id column on its (source, id) index: with an OR, SQLite read every order of the source.
     ids = union(
-        *(select(Order.id).where(Order.source == source, column == any_id) for column in (Order.provider_order_id, Order.order_no, Order.purchase_id))
+        *(select(Order.id).where(Order.source == source, column == any_id)
+          for column in (Order.provider_order_id, Order.order_no, Order.purchase_id))
     ).subquery()
     stmt = (
         select(Order)
@@ -184,7 +176,8 @@ def search_orders(session: Session, sources: list[str], any_id: str, limit: int 
             for column in (Order.provider_order_id, Order.order_no, Order.purchase_id)
         )
     ).subquery()
-    return list(session.scalars(select(Order).where(Order.id.in_(select(ids.c.id))).order_by(Order.changed_at.desc()).limit(limit)))
+    newest = select(Order).where(Order.id.in_(select(ids.c.id))).order_by(Order.changed_at.desc()).limit(limit)
+    return list(session.scalars(newest))
 
 
 def list_orders(

@@ -7,9 +7,9 @@ process dies first, the events are still `received` and the sweeper queues them.
 
 The thread lingers 100 ms after the first id of a batch so that the pushes arriving meanwhile share
 its message. Publishing runs beside the requests in the same process and costs them CPU and GIL
-turns: under gunicorn at about 900 pushes/s, a 20 ms linger cost 0.25-0.4 ms of CPU per push, a
-100 ms one about 0.05 ms (docs/benchmarks.md). A re-fetch starts up to 100 ms later; the coalescing
-window holds it back a second anyway.
+turns, and a short linger cost several times what a long one does (docs/benchmarks.md, "What
+changed the figures"). A re-fetch starts up to 100 ms later; the coalescing window holds it back a
+second anyway.
 """
 from __future__ import annotations
 
@@ -21,6 +21,8 @@ import time
 from typing import Any
 
 from flask import Flask
+
+from receiver import dispatch
 
 log = logging.getLogger("receiver.publisher")
 BATCH = 200
@@ -77,9 +79,7 @@ class Publisher(ProcessThread):
 
     def publish(self, batch: list[int]) -> None:
         """Publish a batch as one task; if that fails the events stay `received` for the sweeper."""
-        from workers.tasks import process_events
-
         try:
-            self.app.extensions["celery"].tasks[process_events.name].apply_async((batch,), retry=False)
+            dispatch.publish_batch(self.app, batch)
         except Exception as err:  # noqa: BLE001 - the thread must live on; the sweeper catches up
             log.warning("callback.enqueue_failed events=%s error=%s", len(batch), err.__class__.__name__)

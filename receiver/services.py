@@ -1,22 +1,19 @@
 """The long-lived objects one process shares: settings, database, Redis, HTTP session."""
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass, field
 from functools import cached_property
 from urllib.parse import urlsplit
 
 import redis
-from redis.sentinel import Sentinel
 import requests
 from flask import current_app
-from sqlalchemy import Engine
-from sqlalchemy.orm import Session, sessionmaker
+from redis.sentinel import Sentinel
+from sqlalchemy import Engine, orm
+from sqlalchemy.orm import sessionmaker
 
 from receiver.config import Settings
 from receiver.db import make_engine, make_read_engine, make_sessionmaker
-
-log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -25,9 +22,9 @@ class Services:
 
     settings: Settings
     engine: Engine = field(init=False)
-    Session: sessionmaker[Session] = field(init=False)
+    Session: sessionmaker[orm.Session] = field(init=False)
     read_engine: Engine = field(init=False)  # for pages, the API and metrics: never holds up a push
-    ReadSession: sessionmaker[Session] = field(init=False)
+    ReadSession: sessionmaker[orm.Session] = field(init=False)
 
     def __post_init__(self) -> None:
         self.engine = make_engine(self.settings.database_url, timeout=self.settings.db_timeout)

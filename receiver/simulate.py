@@ -4,20 +4,18 @@ from __future__ import annotations
 import dataclasses
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 from urllib.parse import urlsplit
 
 import requests
 from sqlalchemy.orm import Session, sessionmaker
 
-from receiver.config import Source
 from receiver.db import make_engine, make_sessionmaker
 from receiver.errors import ProviderError, ReceiverError
-from receiver.orders import find_order, order_json
-from receiver.providers import OrderSnapshot, RawPush, family_for
-
-COMPARED = ("status", "raw_status", "product_amount", "shipping_fee", "discount", "total_amount", "refund_amount")
+from receiver.orders import COMPARED, find_order, order_json
+from receiver.providers import OrderSnapshot, RawPush, Source, family_for
 
 
 @dataclass(frozen=True)
@@ -179,7 +177,8 @@ def _report(
             echo(f"order {order_id}: not equal to the provider's state after {timeout:.0f}s")
             return 1
         amounts = ", ".join(f"{f}={got[f]}" for f in COMPARED[2:])
-        echo(f"order {order_id} ({got['platform']}): status={got['status']} ({got['raw_status']}), {amounts} {got['currency']}, version {got['version']}")
+        echo(f"order {order_id} ({got['platform']}): status={got['status']} ({got['raw_status']}), {amounts} {got['currency']}, "
+             f"version {got['version']}")
         for h in [h for h in got["history"] if h["field"] in COMPARED and h["old"] is not None][-5:]:
             echo(f"  {h['at']}  {h['field']}: {h['old']} -> {h['new']}  ({h['cause']})")
     return 0

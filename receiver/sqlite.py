@@ -20,7 +20,8 @@ import os
 import sqlite3
 import threading
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from sqlalchemy import Engine, create_engine, event, make_url
 from sqlalchemy.exc import DBAPIError
@@ -94,7 +95,7 @@ def until_unlocked(attempt: Callable[[], object], timeout: float) -> None:
 class Checkpointer:
     """One thread per process and database file that checkpoints the WAL every CHECKPOINT_INTERVAL."""
 
-    _running: dict[tuple[int, str], "Checkpointer"] = {}
+    _running: dict[tuple[int, str], Checkpointer] = {}
     _lock = threading.Lock()
 
     def __init__(self, path: str, timeout: float) -> None:
@@ -198,6 +199,7 @@ def sqlite_read_engine(url: str, timeout: float) -> Engine:
     @event.listens_for(engine, "connect")
     def _connect(dbapi_conn: sqlite3.Connection, _record: Any) -> None:
         dbapi_conn.isolation_level = None  # each SELECT is its own read transaction: nothing held open
-        until_unlocked(lambda: [dbapi_conn.execute(f"PRAGMA {p}") for p in ("query_only=ON", f"busy_timeout={int(timeout * 1000)}")], timeout)
+        pragmas = ("query_only=ON", f"busy_timeout={int(timeout * 1000)}")
+        until_unlocked(lambda: [dbapi_conn.execute(f"PRAGMA {p}") for p in pragmas], timeout)
 
     return engine

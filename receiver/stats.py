@@ -14,7 +14,8 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 from flask import current_app, has_app_context
 from redis.exceptions import RedisError
@@ -137,7 +138,8 @@ def read(svc: Services, now: float | None = None) -> dict[str, Any]:
     for m in minutes:
         pipe.hgetall(minute_key(svc, m))
     got = [{_text(k): int(v) for k, v in h.items()} for h in pipe.execute()]
-    return {"hours": list(zip(hours, got[: len(hours)])), "minutes": list(zip(minutes, got[len(hours):]))}
+    per_hour, per_minute = got[: len(hours)], got[len(hours):]
+    return {"hours": list(zip(hours, per_hour, strict=True)), "minutes": list(zip(minutes, per_minute, strict=True))}
 
 
 def _text(value: Any) -> str:

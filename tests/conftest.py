@@ -4,16 +4,16 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import socket
 import subprocess
 import sys
 import threading
 import time
 import uuid
+from collections.abc import Callable, Iterator
 from email import message_from_bytes
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
@@ -27,9 +27,8 @@ from receiver import create_app
 from receiver.config import Settings, load_settings
 from receiver.migrate import upgrade
 from receiver.models import Alert, Event, Order, OrderChange, OrderLine, SpentNonce
-from receiver.sandbox import Sandbox
-from receiver.sandbox.dajisaas import DajisaasProvider
-from receiver.sandbox.xportcn import XportcnProvider
+from receiver.providers import FAMILIES
+from receiver.sandbox import Sandbox, free_port, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 API_TOKEN = "test-api-token-0123456789"
@@ -47,30 +46,6 @@ CREDENTIALS = {
     "daji": {"app_key": "ak-daji", "app_secret": "daji-secret-0003"},
 }
 TOKENS = {"demo": "cb-token-demo-0123456789", "xport": "cb-token-xport-012345678", "thai": "cb-token-thai-0123456789", "daji": "cb-token-daji-0123456789"}
-# The loopback provider of each family.
-FAKES = {"xportcn": XportcnProvider, "dajisaas": DajisaasProvider}
-
-
-def free_port() -> int:
-    """A TCP port nobody listens on right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_for(
-    predicate: Callable[[], Any], timeout: float = 30.0, interval: float = 0.05, explain: Callable[[], str] | None = None
-) -> Any:
-    """Poll `predicate` until it returns something truthy; fail the test after `timeout` seconds,
-    saying what `explain` finds then."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout}s" + (f": {explain()}" if explain else ""))
-        time.sleep(interval)
 
 
 @pytest.fixture(scope="session")
@@ -113,7 +88,7 @@ def sandbox() -> Iterator[Sandbox]:
 def fresh_providers(box: Sandbox) -> None:
     """Mount new provider state (seed orders, no faults) for every test source."""
     for name, (family, prefix, options) in SOURCES.items():
-        box.mount(prefix, FAKES[family](**CREDENTIALS[name], **options))
+        box.mount(prefix, FAMILIES[family].sandbox({**CREDENTIALS[name], **options}))
     box.faults.__init__()  # type: ignore[misc]
     box.calls.clear()
 
@@ -384,7 +359,7 @@ class FakeRedis:
         self.expiry[key] = seconds
         return key in self.data
 
-    def pipeline(self) -> "FakePipeline":
+    def pipeline(self) -> FakePipeline:
         return FakePipeline(self)
 
     def register_script(self, script: str) -> Callable[..., int]:
@@ -402,7 +377,7 @@ class FakePipeline:
     def __init__(self, redis: FakeRedis) -> None:
         self.redis, self.queued = redis, []  # type: ignore[var-annotated]
 
-    def __getattr__(self, name: str) -> Callable[..., "FakePipeline"]:
+    def __getattr__(self, name: str) -> Callable[..., FakePipeline]:
         def queue(*args: Any, **kwargs: Any) -> FakePipeline:
             self.queued.append((getattr(self.redis, name), args, kwargs))
             return self

@@ -10,21 +10,20 @@ from __future__ import annotations
 import logging
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 from datetime import datetime, timedelta
 
-from sqlalchemy import or_, select, update
 from redis.exceptions import RedisError
+from sqlalchemy import or_, select, update
 from sqlalchemy.exc import IntegrityError, OperationalError
 
 from receiver import alerts, metrics, stats
-from receiver.config import Source
 from receiver.errors import ProviderError, TransientProviderError
 from receiver.inbox import raw_push
 from receiver.models import Event, EventStatus, Order, utcnow
 from receiver.orders import Change, apply_snapshot
-from receiver.providers import OrderRef, OrderSnapshot, family_for
+from receiver.providers import OrderRef, OrderSnapshot, Source, family_for
 from receiver.ratelimit import LimitedHttp, RateLimiter
 from receiver.services import Services
 
@@ -65,7 +64,9 @@ def refetch_order(svc: Services, source: Source, ref: OrderRef, cause: str) -> l
     return changes
 
 
-def apply_and_alert(svc: Services, source: str, snapshots: list[OrderSnapshot], started: datetime, cause: str) -> list[list[Change]]:
+def apply_and_alert(
+    svc: Services, source: str, snapshots: list[OrderSnapshot], started: datetime, cause: str
+) -> list[list[Change]]:
     """Apply provider snapshots in one transaction, then alert on what changed; the changes per snapshot.
 
     The one path from a provider's answer to our state, for re-fetches and reconciliation alike."""
@@ -76,7 +77,7 @@ def apply_and_alert(svc: Services, source: str, snapshots: list[OrderSnapshot], 
         # Another worker inserted the same new order first, or the database blinked: try again.
         first = snapshots[0].provider_order_id if snapshots else "?"
         raise TransientProviderError(f"could not apply order {first}: {err.__class__.__name__}") from err
-    for snap, changes in zip(snapshots, applied):
+    for snap, changes in zip(snapshots, applied, strict=True):
         alerts.order_alerts(svc, source, snap.provider_order_id, snap.currency, changes)
     return applied
 
@@ -212,7 +213,9 @@ def _set_status(svc: Services, event_ids: list[int], status: str, error: str | N
     if not event_ids:
         return
     now = utcnow()
-    values: dict[str, object] = {"status": status, "last_error": error, "ignored_reason": ignored and ignored[:255], "updated_at": now}
+    values: dict[str, object] = {
+        "status": status, "last_error": error, "ignored_reason": ignored and ignored[:255], "updated_at": now
+    }
     if status == EventStatus.PROCESSED:
         values["processed_at"] = now
     stmt = update(Event).where(Event.id.in_(event_ids), Event.status.in_(WAITING)).values(**values)
@@ -240,31 +243,6 @@ def stuck_events(svc: Services) -> list[int]:
         return list(conn.scalars(stmt))
 
 
-def reopen(svc: Services, event_ids: list[int]) -> list[int]:
-    """Put dead or failed events back to `received` for a replay; return those that were reopened."""
-    if not event_ids:
-        return []
-    stmt = (
-        update(Event)
-        .where(Event.id.in_(event_ids), Event.status.in_([EventStatus.DEAD, EventStatus.PROCESSED, *WAITING]))
-        .values(status=EventStatus.RECEIVED, last_error=None, updated_at=utcnow())
-        .returning(Event.id)
-    )
-    with svc.engine.begin() as conn:
-        return sorted(conn.scalars(stmt))
-
-
-def select_for_replay(svc: Services, status: str, source: str | None, since: datetime | None) -> list[int]:
-    """Ids of the events a replay by filter would put back."""
-    stmt = select(Event.id).where(Event.status == status)
-    if source:
-        stmt = stmt.where(Event.source == source)
-    if since:
-        stmt = stmt.where(Event.received_at >= since)
-    with svc.engine.connect() as conn:
-        return list(conn.scalars(stmt.order_by(Event.id)))
-
-
 FINAL_STATUSES = ("completed", "cancelled", "closed")
 
 
@@ -285,7 +263,7 @@ def stale_open_orders(svc: Services, source: str, limit: int) -> list[Order]:
     if not candidates:
         return []
     tried = svc.redis.mget([svc.key("refreshed", source, o.provider_order_id) for o in candidates])
-    return [o for o, mark in zip(candidates, tried) if mark is None][:limit]
+    return [o for o, mark in zip(candidates, tried, strict=True) if mark is None][:limit]
 
 
 def note_refresh(svc: Services, source: str, order_id: str) -> None:

@@ -5,13 +5,10 @@ import logging
 from datetime import timedelta
 
 from celery import shared_task
-from flask import current_app
-from kombu.exceptions import OperationalError as BrokerError
-from redis.exceptions import RedisError
 
-from receiver import alerts, inbox, logs, stats
+from receiver import alerts, dispatch, inbox, logs, stats
 from receiver.errors import TransientProviderError
-from receiver.inbox import forget_nonces, mark_queued
+from receiver.inbox import forget_nonces
 from receiver.models import EventStatus, utcnow
 from receiver.providers import OrderRef, family_for
 from receiver.services import services
@@ -20,7 +17,7 @@ from workers import pipeline
 log = logging.getLogger("workers.tasks")
 
 
-@shared_task(name="workers.tasks.process_event")
+@shared_task(name=dispatch.PROCESS_EVENT)
 def process_event(event_id: int) -> str:
     """Ask for a re-fetch of the order an inbox event announces (coalesced per order)."""
     with logs.bound(event_id=event_id):
@@ -40,7 +37,7 @@ def process_event(event_id: int) -> str:
             return "scheduled"
 
 
-@shared_task(name="workers.tasks.process_events")
+@shared_task(name=dispatch.PROCESS_EVENTS)
 def process_events(event_ids: list[int]) -> dict[str, int]:
     """The web's batches: one message for the events a web process stored in the same moment."""
     outcomes: dict[str, int] = {}
@@ -66,6 +63,12 @@ def refetch_order(self, source: str, platform: str, order_id: str, lookup: dict[
         return outcome.status
 
 
+@shared_task(name=dispatch.REFETCH_HELD_ORDER)
+def refetch_held_order(source: str, platform: str, order_id: str, lookup: dict[str, str]) -> str:
+    """Re-fetch an order we hold with no push to go by (the admin's button), coalesced with any pending one."""
+    return "scheduled" if schedule_refetch(pipeline.Wanted(source, OrderRef(platform, order_id, lookup))) else "pending"
+
+
 @shared_task(name="workers.tasks.sweep_inbox")
 def sweep_inbox() -> int:
     """Enqueue again the events that waited too long (their enqueue failed, or their worker died),
@@ -74,7 +77,7 @@ def sweep_inbox() -> int:
     forget_nonces(svc.engine, svc.settings.timestamp_window)
     for alert_id in alerts.pending(svc):
         deliver_alert.apply_async((alert_id,), retry=False)
-    return requeue(pipeline.stuck_events(svc))
+    return dispatch.requeue(pipeline.stuck_events(svc))
 
 
 @shared_task(bind=True, name=alerts.DELIVER_TASK, max_retries=None)
@@ -97,35 +100,10 @@ def check_backlog() -> int:
     depth = int(svc.redis.llen(svc.settings.namespace))
     stats.sample_queue(svc, depth)
     if depth > svc.settings.alerts.rules["queue_backlog"].threshold:
-        alerts.raise_alert(svc, "queue_backlog", "queue", f"{depth} tasks wait on the queue {svc.settings.namespace}", {"depth": depth})
+        alerts.raise_alert(
+            svc, "queue_backlog", "queue", f"{depth} tasks wait on the queue {svc.settings.namespace}", {"depth": depth}
+        )
     return depth
-
-
-def requeue(event_ids: list[int]) -> int:
-    """Put events on the queue again and mark them `queued`; return how many went."""
-    queued = [i for i in event_ids if enqueue(i)]
-    if queued:
-        mark_queued(services().engine, queued)
-        log.info("events.requeued count=%s", len(queued))
-    return len(queued)
-
-
-def replay(event_ids: list[int]) -> int:
-    """Put dead (or stuck) events back through the pipeline; return how many were queued."""
-    return requeue(pipeline.reopen(services(), event_ids))
-
-
-def enqueue(event_id: int) -> bool:
-    """Put an event on the queue (a sweep or a replay); False, and the event stays in the inbox,
-    when the broker is down."""
-    try:
-        # Through this Flask app's Celery app: shared tasks otherwise follow Celery's process-wide
-        # default app, which is whichever app was built last.
-        current_app.extensions["celery"].tasks[process_event.name].apply_async((event_id,), retry=False)
-    except (BrokerError, RedisError, OSError) as err:
-        log.warning("events.enqueue_failed event=%s error=%s", event_id, err.__class__.__name__)
-        return False
-    return True
 
 
 @shared_task(name="workers.tasks.purge_events")
@@ -171,8 +149,7 @@ def schedule_refetch(wanted: pipeline.Wanted, at_least: float = 0.0) -> bool:
     if countdown is None:
         return False
     ref = wanted.ref
-    task = current_app.extensions["celery"].tasks[refetch_order.name]
-    task.apply_async((wanted.source, ref.platform, ref.order_id, dict(ref.lookup)), countdown=max(countdown, at_least))
+    refetch_order.apply_async((wanted.source, ref.platform, ref.order_id, dict(ref.lookup)), countdown=max(countdown, at_least))
     return True
 
 

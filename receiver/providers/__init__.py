@@ -6,24 +6,45 @@ outside this package knows a provider's field names.
 """
 from __future__ import annotations
 
+import ipaddress
 import unicodedata
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
-from functools import cache
-from typing import TYPE_CHECKING, Any, Iterator, Mapping, Protocol
+from datetime import datetime, timedelta, timezone
+from typing import TYPE_CHECKING, Any, Protocol
 
 from marshmallow import ValidationError
 
 from receiver.errors import PermanentProviderError, TransientProviderError
 
 if TYPE_CHECKING:
-    import requests
     from marshmallow import Schema
+    from werkzeug.datastructures import Headers
 
-    from receiver.config import Source
+    from receiver.sandbox import FakeProvider
 
-KINDS = ("price", "status", "refund", "logistics", "other")
-PLATFORMS = ("taobao", "1688")
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+@dataclass(frozen=True)
+class Source:
+    """One account at one provider, and the secrets that guard its callback URL."""
+
+    name: str
+    family: str
+    base_url: str
+    callback_token: str
+    credentials: Mapping[str, Any]
+    allow_ips: tuple[IPNetwork, ...] = ()
+    timeout: float = 10.0
+    rate_limit: float = 10.0  # outbound API calls per second, across all workers
+    rate_burst: int = 10
+
+    def __repr__(self) -> str:
+        # Secrets never reach a log line through a repr.
+        return f"Source(name={self.name!r}, family={self.family!r}, base_url={self.base_url!r})"
+
+
 # Normalised order statuses, by how far along an order is; a re-fetch never moves an order to a
 # lower rank unless the provider gives a newer modified time.
 STATUS_RANK = {
@@ -42,7 +63,7 @@ STATUS_RANK = {
 class RawPush:
     """A push as it came over HTTP: what every family's verifier and parser read."""
 
-    headers: Mapping[str, str]  # read by lower-case name: the request's case-insensitive headers, or stored ones
+    headers: Mapping[str, str] | Headers  # read by lower-case name: the request's case-insensitive headers, or stored ones
     body: bytes
     content_type: str
 
@@ -120,10 +141,26 @@ class OrderSnapshot:
     lines: tuple[LineSnapshot, ...] = ()
 
 
+class Http(Protocol):
+    """What a family calls its provider's API through: a requests.Session, or receiver.ratelimit's
+    LimitedHttp, which takes a token of the source's rate limit before each call."""
+
+    def get(
+        self, url: str, *, json: Any = ..., params: Any = ..., headers: Any = ..., timeout: Any = ..., allow_redirects: bool = ...
+    ) -> Any:
+        """GET, as requests.Session does."""
+
+    def post(
+        self, url: str, *, json: Any = ..., params: Any = ..., headers: Any = ..., timeout: Any = ..., allow_redirects: bool = ...
+    ) -> Any:
+        """POST, as requests.Session does."""
+
+
 class Family(Protocol):
     """What a provider family module offers the core."""
 
     name: str
+    push_headers: tuple[str, ...]  # lower-case names of the headers its pushes carry, kept with each event
 
     def credentials_schema(self) -> Schema:
         """The marshmallow schema of this family's source keys (credentials and options)."""
@@ -134,32 +171,21 @@ class Family(Protocol):
     def parse_push(self, source: Source, raw: RawPush) -> Push:
         """Validate and parse a push; raise MalformedPush naming the bad field."""
 
-    def fetch_orders(self, http: requests.Session, source: Source, ref: OrderRef) -> list[OrderSnapshot]:
+    def fetch_orders(self, http: Http, source: Source, ref: OrderRef) -> list[OrderSnapshot]:
         """Re-fetch the announced order through the signed API; raise Transient/PermanentProviderError."""
 
     def list_orders(
-        self, http: requests.Session, source: Source, since: datetime, until: datetime
+        self, http: Http, source: Source, since: datetime, until: datetime
     ) -> Iterator[list[OrderSnapshot]]:
         """Page through the orders of a time window (for reconciliation), one page per item."""
 
-    def ping(self, http: requests.Session, source: Source) -> str:
+    def ping(self, http: Http, source: Source) -> str:
         """Make the cheapest signed read (order list, page 1, size 1); a short OK text, or raise ProviderError."""
 
-    def held_order_ref(self, platform: str, provider_order_id: str, order_no: str | None, purchase_id: str | None) -> OrderRef | None:
+    def held_order_ref(
+        self, platform: str, provider_order_id: str, order_no: str | None, purchase_id: str | None
+    ) -> OrderRef | None:
         """How to re-fetch an order we hold, with no push to go by; None when the family cannot."""
-
-
-def family_for(name: str) -> Family:
-    """The family module registered under `name`; KeyError when there is none."""
-    return _families()[name]
-
-
-@cache
-def _families() -> dict[str, Family]:
-    """The registry, built once: every push and every re-fetch looks a family up."""
-    from receiver.providers import dajisaas, xportcn
-
-    return {f.name: f for f in (xportcn.FAMILY, dajisaas.FAMILY)}
 
 
 def has_control(text: str) -> bool:
@@ -189,17 +215,38 @@ def first_field(err: ValidationError, default: str) -> str:
 # How many pages one reconciliation reads at most per list, so that a provider that ignores the
 # window cannot keep a worker busy for ever.
 MAX_PAGES = 200
+# Both families' APIs and 1688's times without an offset are on Beijing time.
+CHINA_TIME = timezone(timedelta(hours=8))
 
 
-def post_json(
-    http: requests.Session, url: str, payload: Mapping[str, Any], headers: Mapping[str, str], timeout: float
-) -> Any:
+def pages_by_total(
+    fetch: Callable[[int, int], tuple[int | None, list[dict[str, Any]]]], size: int
+) -> Iterator[list[dict[str, Any]]]:
+    """Every record of a list, a page at a time: `fetch(number, size)` answers (total, records).
+
+    A page shorter than asked is not the end, since a server may cap the page size: the total is,
+    and without one an empty page. Later pages are asked in the size the server capped the first to,
+    so that page numbers count what it actually serves.
+    """
+    seen = 0
+    for number in range(1, MAX_PAGES + 1):
+        total, records = fetch(number, size)
+        if records:
+            yield records
+        seen += len(records)
+        if not records or (total is not None and seen >= total):
+            return
+        if number == 1 and len(records) < size:
+            size = len(records)
+
+
+def post_json(http: Http, url: str, payload: Mapping[str, Any], headers: Mapping[str, str], timeout: float) -> Any:
     """POST JSON and return the decoded answer, sorting failures into transient and permanent."""
     return request_json(http, "POST", url, headers, timeout, json=payload)
 
 
 def request_json(
-    http: requests.Session,
+    http: Http,
     method: str,
     url: str,
     headers: Mapping[str, str],
@@ -260,3 +307,36 @@ def as_int(value: Any, what: str) -> int:
     if value is None:
         return 0
     raise PermanentProviderError(f"{what} is not an integer: {value!r}")
+
+
+@dataclass(frozen=True)
+class Registered:
+    """One family as the app, the CLI, the sandbox and the tests find it: our client, and the loopback
+    provider that plays the other side with code of its own."""
+
+    client: Family
+    sandbox: Callable[[Mapping[str, Any]], FakeProvider]  # a source's credentials -> a fresh provider
+
+
+def family_for(name: str) -> Family:
+    """The family client registered under `name`; KeyError when there is none."""
+    return FAMILIES[name].client
+
+
+def _registry() -> dict[str, Registered]:
+    """Every family, by name: the one list a new family is added to."""
+    # Imported here, after everything above exists: each family module imports this package's types.
+    from receiver.providers import dajisaas, xportcn
+    from receiver.sandbox.dajisaas import DajisaasProvider
+    from receiver.sandbox.xportcn import XportcnProvider
+
+    families = (Registered(xportcn.FAMILY, XportcnProvider.for_source), Registered(dajisaas.FAMILY, DajisaasProvider.for_source))
+    return {f.client.name: f for f in families}
+
+
+FAMILIES = _registry()
+# Headers worth keeping with a raw event: each family's own and a few of HTTP's; cookies and
+# proxies' headers are not. Sorted, so that the stored JSON is the same for the same push.
+KEPT_HEADERS = tuple(
+    sorted({"content-length", "content-type", "user-agent", *(h for f in FAMILIES.values() for h in f.client.push_headers)})
+)

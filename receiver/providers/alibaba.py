@@ -14,20 +14,21 @@ import hashlib
 import logging
 import re
 from collections import Counter
-from datetime import datetime, timedelta, timezone
+from collections.abc import Mapping
+from datetime import datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
-from typing import Any, Mapping
+from typing import Any
 
 from receiver.errors import PermanentProviderError
-from receiver.providers import LineSnapshot, OrderSnapshot
+from receiver.providers import CHINA_TIME, LineSnapshot, OrderSnapshot
 
 log = logging.getLogger("receiver.providers.alibaba")
 
 PLATFORM = "1688"
 
-# 1688's buyer-view trade topics (PUBLISHED-DOCS 2a, from the open.1688.com topic list) and the kind
-# of change each announces, whichever family relays them. Every one is re-fetched: the message is a
-# hint, the order is the truth.
+# 1688's buyer-view trade topics (shared/provider-docs/PUBLISHED-DOCS.md 2a, outside this
+# repository, from the open.1688.com topic list) and the kind of change each announces, whichever
+# family relays them. Every one is re-fetched: the message is a hint, the order is the truth.
 TOPIC_KINDS = {
     "ORDER_BUYER_VIEW_BUYER_MAKE": "status",
     "ORDER_BUYER_VIEW_ORDER_PRICE_MODIFY": "price",
@@ -79,8 +80,6 @@ LINE_ID_KEYS = ("subItemIDString", "subItemID")
 INFERRED_LINE_KEY_FIELDS = ("productID", "skuID", "specId", "cargoNumber", "productCargoNumber", "name")
 DERIVED_LINE_PREFIX = "derived-"
 CURRENCY = "CNY"
-# 1688 times without an offset are Beijing time.
-CHINA_TIME = timezone(timedelta(hours=8))
 # 1688's own time format, as the order list request example writes it: 20250702211113000+0800.
 COMPACT_TIME = re.compile(r"^(\d{14})(\d{3})([+-]\d{4})$")
 FEN_PER_YUAN = Decimal(100)
@@ -269,6 +268,6 @@ def order_snapshot(record: Mapping[str, Any]) -> OrderSnapshot:
         raw_status=raw_status,
         currency=CURRENCY,
         modified_at=modified_at,
-        lines=tuple(_line(i, key, order_id) for i, key in zip(items, line_ids(items))),
+        lines=tuple(_line(i, key, order_id) for i, key in zip(items, line_ids(items), strict=True)),
         **amounts,
     )

@@ -3,7 +3,7 @@ posts, and 1688's orders read back through DajiSaaS's signed API.
 
 Everything the service knows about DajiSaaS's pushes, API and order JSON is here, as data where it
 can be (1688's order model itself is in `alibaba`). Sources: shared/provider-docs/PUBLISHED-DOCS.md
-section 2. Names starting with INFERRED_ mark what the provider does not document and we chose;
+section 2 (outside this repository). Names starting with INFERRED_ mark what the provider does not document and we chose;
 where a real account might differ, a per-source option in `CredentialsSchema` lets it be changed.
 """
 from __future__ import annotations
@@ -15,34 +15,36 @@ import json
 import logging
 import threading
 import time
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import replace
-from datetime import datetime, timedelta, timezone
-from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, quote, quote_plus
 
 from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate
 
 from receiver.errors import BadSignature, MalformedPush, PermanentProviderError, ProviderError
 from receiver.providers import (
-    MAX_PAGES,
+    CHINA_TIME,
+    Http,
     OrderRef,
     OrderSnapshot,
     Push,
     PushAuth,
     RawPush,
+    Source,
     answer_data,
     first_field,
     has_control,
     order_records,
+    pages_by_total,
     plain_text,
     post_json,
 )
 from receiver.providers.alibaba import PLATFORM, TOPIC_KINDS, order_snapshot, record_id, same_double, text_id
 
 if TYPE_CHECKING:
-    import requests
-
-    from receiver.config import Source
+    pass
 
 log = logging.getLogger("receiver.providers.dajisaas")
 
@@ -144,7 +146,7 @@ def scrub(text: str, source: Source) -> str:
     return text if len(text) <= MAX_ERROR_TEXT else text[: MAX_ERROR_TEXT - 1] + "…"
 
 
-def _call(http: requests.Session, source: Source, path: str, params: Mapping[str, Any]) -> Any:
+def _call(http: Http, source: Source, path: str, params: Mapping[str, Any]) -> Any:
     """POST a signed request and return the answer's `data`; errors carry no secret."""
     try:
         answer = post_json(http, source.base_url + path, signed_body(source, params), {}, source.timeout)
@@ -306,10 +308,10 @@ def message_order_id(data: Mapping[str, Any]) -> str | None:
 
 def _load(schema: Schema, data: dict[str, Any]) -> dict[str, Any]:
     try:
-        return schema.load(data)  # type: ignore[no-any-return]
+        return schema.load(data)
     except ValidationError as err:
         field = first_field(err, "message")
-        raise MalformedPush(f"{field}: {err.messages[field]}", field=f"{MESSAGE_FIELD}.{field}") from None
+        raise MalformedPush(f"{field}: {err.normalized_messages()[field]}", field=f"{MESSAGE_FIELD}.{field}") from None
 
 
 def _dedupe_key(*parts: str) -> str:
@@ -321,7 +323,9 @@ def _trade_push(source: Source, data: dict[str, Any]) -> Push:
     msg = _load(MESSAGE, data)
     order_id = message_order_id(msg["data"] or {})
     if order_id is not None and (len(order_id) > MAX_ID_LENGTH or has_control(order_id)):
-        raise MalformedPush("message orderId is too long or holds a control character", field=f"{MESSAGE_FIELD}.data.{ORDER_ID_KEY}")
+        raise MalformedPush(
+            "message orderId is too long or holds a control character", field=f"{MESSAGE_FIELD}.data.{ORDER_ID_KEY}"
+        )
     return Push(
         message_type=msg["type"],
         kind=message_kind(msg["type"]),
@@ -338,7 +342,9 @@ def _taobao_push(source: Source, data: dict[str, Any]) -> Push:
     name, kind = TAOBAO_TYPES.get(msg["message_type"], (f"TAOBAO_MESSAGE_{msg['message_type']}", "other"))
     purchase_id = next((t for k in TAOBAO_ID_KEYS if (t := text_id(body.get(k))) is not None), None)
     if purchase_id is not None and (len(purchase_id) > MAX_ID_LENGTH or has_control(purchase_id)):
-        raise MalformedPush("message purchase id is too long or holds a control character", field=f"{MESSAGE_FIELD}.data.{TAOBAO_ID_KEYS[0]}")
+        raise MalformedPush(
+            "message purchase id is too long or holds a control character", field=f"{MESSAGE_FIELD}.data.{TAOBAO_ID_KEYS[0]}"
+        )
     kept = {k: str(body[k])[:MAX_ID_LENGTH] for k in TAOBAO_KEPT_KEYS if body.get(k) not in (None, "")}
     if msg["site"]:
         kept["site"] = msg["site"]
@@ -346,7 +352,9 @@ def _taobao_push(source: Source, data: dict[str, Any]) -> Push:
     return Push(
         message_type=name,
         kind=kind,
-        dedupe_key=_dedupe_key(source.name, TAOBAO, purchase_id or "", *(str(envelope.get(k, "")) for k in INFERRED_TAOBAO_DEDUPE)),
+        dedupe_key=_dedupe_key(
+            source.name, TAOBAO, purchase_id or "", *(str(envelope.get(k, "")) for k in INFERRED_TAOBAO_DEDUPE)
+        ),
         order=OrderRef(TAOBAO, purchase_id, kept) if purchase_id else None,
         ignored=TAOBAO_IGNORED,
     )
@@ -354,6 +362,8 @@ def _taobao_push(source: Source, data: dict[str, Any]) -> Push:
 
 class DajisaasFamily:
     """The family's implementation of the provider seam."""
+
+    push_headers: tuple[str, ...] = ()  # its pushes are signed in the form body
 
     name = NAME
 
@@ -392,7 +402,7 @@ class DajisaasFamily:
             return _taobao_push(source, data)
         return _trade_push(source, data)
 
-    def fetch_orders(self, http: requests.Session, source: Source, ref: OrderRef) -> list[OrderSnapshot]:
+    def fetch_orders(self, http: Http, source: Source, ref: OrderRef) -> list[OrderSnapshot]:
         """Re-fetch one 1688 order through buyerView."""
         if ref.platform != PLATFORM:
             raise PermanentProviderError(f"{ref.platform} order {ref.order_id}: {TAOBAO_IGNORED}")
@@ -407,38 +417,34 @@ class DajisaasFamily:
             snap = replace(snap, provider_order_id=ref.order_id)
         return [snap]
 
-    def held_order_ref(self, platform: str, provider_order_id: str, order_no: str | None, purchase_id: str | None) -> OrderRef | None:
+    def held_order_ref(
+        self, platform: str, provider_order_id: str, order_no: str | None, purchase_id: str | None
+    ) -> OrderRef | None:
         """A held 1688 order by its order id; a Taobao one cannot be asked for (no documented query)."""
         return OrderRef(PLATFORM, provider_order_id) if platform == PLATFORM else None
 
-    def ping(self, http: requests.Session, source: Source) -> str:
+    def ping(self, http: Http, source: Source) -> str:
         """The cheapest signed read, one record of the buyer order list: proves the keys and the URL."""
         page = _call(http, source, ORDER_LIST_PATH, {"page": 1, "pageSize": 1})
         total = page.get("totalRecord", "?") if isinstance(page, dict) else "?"
         return f"keyed order list call answered, sign accepted ({total} order(s))"
 
     def list_orders(
-        self, http: requests.Session, source: Source, since: datetime, until: datetime
+        self, http: Http, source: Source, since: datetime, until: datetime
     ) -> Iterator[list[OrderSnapshot]]:
         """Page through the buyer order list for orders created in the window, up to `totalRecord`."""
-        seen = 0
-        for page_no in range(1, MAX_PAGES + 1):
-            params = {
-                "createStartTime": _list_time(since),
-                "createEndTime": _list_time(until),
-                "page": page_no,
-                "pageSize": INFERRED_LIST_PAGE_SIZE,
-            }
-            page = _call(http, source, ORDER_LIST_PATH, params)
-            records = order_records(page.get("result") if isinstance(page, dict) else None, "data.result")
-            seen += len(records)
-            snaps = _snapshots(source, records)
-            if snaps:
+
+        def fetch(number: int, size: int) -> tuple[int | None, list[dict[str, Any]]]:
+            window = {"createStartTime": _list_time(since), "createEndTime": _list_time(until)}
+            page = _call(http, source, ORDER_LIST_PATH, {**window, "page": number, "pageSize": size})
+            if not isinstance(page, dict):
+                return None, order_records(None, "data.result")
+            total = page.get("totalRecord")
+            return (total if isinstance(total, int) else None), order_records(page.get("result"), "data.result")
+
+        for records in pages_by_total(fetch, INFERRED_LIST_PAGE_SIZE):
+            if snaps := _snapshots(source, records):
                 yield snaps
-            total = page.get("totalRecord") if isinstance(page, dict) else None
-            # A page shorter than asked is not the end: the server may cap the size. totalRecord is.
-            if not records or (isinstance(total, int) and seen >= total):
-                break
 
 
 def _snapshots(source: Source, records: list[dict[str, Any]]) -> list[OrderSnapshot]:
@@ -454,7 +460,7 @@ def _snapshots(source: Source, records: list[dict[str, Any]]) -> list[OrderSnaps
 
 def _list_time(moment: datetime) -> str:
     """A time as the order list takes it (see the 004 doc's example): yyyyMMddHHmmssSSS+0800."""
-    china = moment.astimezone(timezone(timedelta(hours=8)))
+    china = moment.astimezone(CHINA_TIME)
     return china.strftime("%Y%m%d%H%M%S") + f"{china.microsecond // 1000:03d}+0800"
 
 

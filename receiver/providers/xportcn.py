@@ -15,34 +15,36 @@ import logging
 import secrets
 import string
 import time
-from datetime import datetime, timedelta, timezone
-from typing import TYPE_CHECKING, Any, Iterator, Mapping
+from collections.abc import Iterator, Mapping
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
 
 from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate
 
 from receiver.errors import BadSignature, MalformedPush, PermanentProviderError
 from receiver.providers import (
-    MAX_PAGES,
+    CHINA_TIME,
+    Http,
     LineSnapshot,
     OrderRef,
     OrderSnapshot,
     Push,
     PushAuth,
     RawPush,
+    Source,
     alibaba,
     answer_data,
     as_int,
     first_field,
     has_control,
     order_records,
+    pages_by_total,
     plain_text,
     request_json,
 )
 
 if TYPE_CHECKING:
-    import requests
-
-    from receiver.config import Source
+    pass
 
 NAME = "xportcn"
 log = logging.getLogger("receiver.providers.xportcn")
@@ -87,7 +89,7 @@ LIST_PAGE_SIZE = 50
 LOOKUP_PAGE_SIZE = 20
 # The list APIs filter by creation time, given as "YYYY-MM-DD HH:MM:SS" without a zone: we take it to
 # be China time, the platform's own.
-INFERRED_PROVIDER_TZ = timezone(timedelta(hours=8))
+INFERRED_PROVIDER_TZ = CHINA_TIME
 TAOBAO_WINDOW = ("beginDateTime", "endDateTime")
 ALIBABA_WINDOW = ("orderTimeBegin", "orderTimeEnd")
 # The documented filters of each list (000, 001 and 002 in shared/provider-docs): a real server ignores
@@ -114,7 +116,13 @@ PLATFORM_TYPE_PREFIXES = ("1688_", "TAOBAO_")
 # Types neither the docs nor 1688's topic list name (the status pages were not readable): their
 # kind, for metrics and alerts, by the first word of this list their name holds.
 # Whatever the kind, a push that names an order is re-fetched.
-INFERRED_KIND_WORDS = (("PRICE", "price"), ("REFUND", "refund"), ("LOGISTICS", "logistics"), ("SENDGOODS", "logistics"), ("ORDER", "status"))
+INFERRED_KIND_WORDS = (
+    ("PRICE", "price"),
+    ("REFUND", "refund"),
+    ("LOGISTICS", "logistics"),
+    ("SENDGOODS", "logistics"),
+    ("ORDER", "status"),
+)
 
 # The ids a push body can carry, by shape, as (body key, our id name). Our id names:
 #   tbOrderId: the 1688 order number; orderNo: the platform's order number; purchaseId: a Taobao
@@ -259,7 +267,7 @@ def base_type(message_type: str) -> str:
     """A message type without its platform prefix: `1688_ORDER_CANCEL` is `ORDER_CANCEL`."""
     for prefix in PLATFORM_TYPE_PREFIXES:
         if message_type.startswith(prefix):
-            return message_type[len(prefix):]
+            return message_type[len(prefix) :]
     return message_type
 
 
@@ -339,6 +347,8 @@ def dedupe_key(source: str, envelope: Mapping[str, Any]) -> str:
 class XportcnFamily:
     """The family's implementation of the provider seam."""
 
+    push_headers: tuple[str, ...] = (*SIGNATURE_HEADERS, NONCE_HEADER, USER_ID_HEADER)
+
     name = NAME
 
     def credentials_schema(self) -> Schema:
@@ -384,7 +394,7 @@ class XportcnFamily:
             env = ENVELOPE.load(data)
         except ValidationError as err:
             field = first_field(err, "body")
-            raise MalformedPush(f"{field}: {err.messages[field]}", field=field) from None
+            raise MalformedPush(f"{field}: {err.normalized_messages()[field]}", field=field) from None
         platform = PLATFORMS[env["messagePlatform"]]
         body = env["messageBody"]
         shape = body_shape(body)
@@ -397,7 +407,7 @@ class XportcnFamily:
             ignored=f"the {shape} body names no order id" if ref is None else unreachable(source, ref),
         )
 
-    def fetch_orders(self, http: requests.Session, source: Source, ref: OrderRef) -> list[OrderSnapshot]:
+    def fetch_orders(self, http: Http, source: Source, ref: OrderRef) -> list[OrderSnapshot]:
         """Re-fetch the announced order: the 1688 order detail where the portal has one, else the lists."""
         paths = PORTALS[source.credentials["portal"]]
         if ref.platform == "1688":
@@ -411,31 +421,33 @@ class XportcnFamily:
         refunds = _taobao_refunds(http, source, found, ref.lookup.get("refundId"))
         return [_taobao_order(r, refunds) for r in found]
 
-    def held_order_ref(self, platform: str, provider_order_id: str, order_no: str | None, purchase_id: str | None) -> OrderRef | None:
+    def held_order_ref(
+        self, platform: str, provider_order_id: str, order_no: str | None, purchase_id: str | None
+    ) -> OrderRef | None:
         """A held order by the ids we keep: the 1688 order number, or the Taobao purchase id."""
         key = "tbOrderId" if platform == "1688" else "purchaseId"
         return OrderRef(platform, provider_order_id, {key: provider_order_id, **({"orderNo": order_no} if order_no else {})})
 
-    def ping(self, http: requests.Session, source: Source) -> str:
+    def ping(self, http: Http, source: Source) -> str:
         """The cheapest signed read, one record of the 1688 order list: proves the keys and the URL."""
-        path = PORTALS[source.credentials["portal"]]["alibaba_order_page"]
+        path = str(PORTALS[source.credentials["portal"]]["alibaba_order_page"])
         total, _ = _page(http, source, path, {"pageNum": 1, "pageSize": 1})
         return f"signed order list call answered ({'?' if total is None else total} order(s))"
 
     def list_orders(
-        self, http: requests.Session, source: Source, since: datetime, until: datetime
+        self, http: Http, source: Source, since: datetime, until: datetime
     ) -> Iterator[list[OrderSnapshot]]:
         """Page through both platforms' order lists for orders created in the window."""
         paths = PORTALS[source.credentials["portal"]]
         span = (_provider_time(since), _provider_time(until))
-        for records in _pages(http, source, str(paths["alibaba_order_page"]), dict(zip(ALIBABA_WINDOW, span))):
+        for records in _pages(http, source, str(paths["alibaba_order_page"]), dict(zip(ALIBABA_WINDOW, span, strict=True))):
             yield [_alibaba_order(r) for r in records]
-        for records in _pages(http, source, str(paths["taobao_purchase_page"]), dict(zip(TAOBAO_WINDOW, span))):
+        for records in _pages(http, source, str(paths["taobao_purchase_page"]), dict(zip(TAOBAO_WINDOW, span, strict=True))):
             refunds = _taobao_refunds(http, source, records, None)
             yield [_taobao_order(r, refunds) for r in records]
 
 
-def _call(http: requests.Session, source: Source, method: str, path: str, **kwargs: Any) -> Any:
+def _call(http: Http, source: Source, method: str, path: str, **kwargs: Any) -> Any:
     """One signed call; the answer's `data`, or a Transient/PermanentProviderError."""
     creds = source.credentials
     headers = signed_headers(creds["access_key"], creds["access_secret"], creds["user_id"])
@@ -443,7 +455,9 @@ def _call(http: requests.Session, source: Source, method: str, path: str, **kwar
     return answer_data(answer, "msg", INFERRED_TRANSIENT_CODES, SUCCESS_CODE)
 
 
-def _page(http: requests.Session, source: Source, path: str, payload: Mapping[str, Any]) -> tuple[int | None, list[dict[str, Any]]]:
+def _page(
+    http: Http, source: Source, path: str, payload: Mapping[str, Any]
+) -> tuple[int | None, list[dict[str, Any]]]:
     """One page of a list: (total, records). PandaPon answers it flat, `{total, data, code}`; the
     Thai portal inside the envelope, `{code, msg, data: {total, data, code, msg}}`: both are read."""
     creds = source.credentials
@@ -460,23 +474,15 @@ def _page(http: requests.Session, source: Source, path: str, payload: Mapping[st
     return (None if total is None else as_int(total, "total")), found
 
 
-def _pages(http: requests.Session, source: Source, path: str, filters: Mapping[str, Any]) -> Iterator[list[dict[str, Any]]]:
-    """Every record of a list, a page at a time, following `total` (a server may cap the page size);
-    an answer without one is read until an empty page."""
-    size, seen = LIST_PAGE_SIZE, 0
-    for number in range(1, MAX_PAGES + 1):
-        total, records = _page(http, source, path, {"pageNum": number, "pageSize": size, **filters})
-        if records:
-            yield records
-        seen += len(records)
-        if not records or (total is not None and seen >= total):
-            return
-        if number == 1 and len(records) < size:
-            size = len(records)  # the server's cap: later pages are numbered in its size
+def _pages(http: Http, source: Source, path: str, filters: Mapping[str, Any]) -> Iterator[list[dict[str, Any]]]:
+    """Every record of a list, a page at a time, following `total`."""
+    return pages_by_total(
+        lambda number, size: _page(http, source, path, {"pageNum": number, "pageSize": size, **filters}), LIST_PAGE_SIZE
+    )
 
 
 def _lookup(
-    http: requests.Session,
+    http: Http,
     source: Source,
     path: str | None,
     ref: OrderRef,
@@ -511,7 +517,7 @@ def _taobao_ids(record: Mapping[str, Any]) -> dict[str, str | None]:
     }
 
 
-def _alibaba_detail(http: requests.Session, source: Source, path: str, ref: OrderRef) -> OrderSnapshot:
+def _alibaba_detail(http: Http, source: Source, path: str, ref: OrderRef) -> OrderSnapshot:
     """A 1688 order through `/alibaba/order/detail`: 1688's own model, in the envelope."""
     model = _call(http, source, "POST", path, json={"webSite": ALIBABA_WEBSITE, "orderId": ref.lookup["tbOrderId"]})
     if not isinstance(model, dict) or not isinstance(model.get("baseInfo"), dict):
@@ -527,7 +533,7 @@ def _alibaba_detail(http: requests.Session, source: Source, path: str, ref: Orde
 
 
 def _taobao_refunds(
-    http: requests.Session, source: Source, records: list[dict[str, Any]], pushed: str | None
+    http: Http, source: Source, records: list[dict[str, Any]], pushed: str | None
 ) -> dict[str, dict[str, Any]]:
     """The refund cases of these purchases' sub-orders (and the pushed one), by refund id, from the
     after-sales query: the purchase list shows a refund's state but not what it refunded."""
@@ -601,7 +607,7 @@ def _alibaba_order(r: Mapping[str, Any]) -> OrderSnapshot:
             refund_amount=as_int(d.get("refund"), "refund"),
             raw_status=None if d.get("status") is None else _alibaba_status(d.get("status")),
         )
-        for line_id, d in zip(_alibaba_line_ids(details), details)
+        for line_id, d in zip(_alibaba_line_ids(details), details, strict=True)
     )
     return OrderSnapshot(
         platform="1688",
@@ -629,7 +635,11 @@ def _taobao_refund(sub: Mapping[str, Any], result: Mapping[str, Any], refunds: M
         # A pushed refund the list does not link yet: matched by its purchase line.
         line_id = alibaba.text_id(result.get("sub_purchase_order_id"))
         case = next(
-            (c for c in refunds.values() if line_id and alibaba.text_id((c.get("purchaseOrderLine") or {}).get("purchaseOrderLineId")) == line_id),
+            (
+                c
+                for c in refunds.values()
+                if line_id and alibaba.text_id((c.get("purchaseOrderLine") or {}).get("purchaseOrderLineId")) == line_id
+            ),
             None,
         )
     if case is None:

@@ -8,12 +8,14 @@ from __future__ import annotations
 import json
 import logging
 import random
+import socket
 import threading
 import time
-from urllib.parse import parse_qsl
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Mapping, Protocol
+from typing import Any, Protocol, cast
+from urllib.parse import parse_qsl
 
 log = logging.getLogger("receiver.sandbox")
 
@@ -21,6 +23,34 @@ FAULT_MODES = ("http500", "http429", "timeout", "code")
 CONTROL = "_control"
 # What `receiver simulate <kind>` asks a provider to do to an order.
 CHANGES = {"price": "correct_price", "status": "step_status", "refund": "refund"}
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def wait_for(
+    predicate: Callable[[], Any], timeout: float = 30.0, what: str = "condition", interval: float = 0.05,
+    explain: Callable[[], str] | None = None,
+) -> Any:
+    """Poll `predicate` until it returns something truthy, and return that; raise TimeoutError naming
+    `what` (and what `explain` finds then) after `timeout` seconds. A predicate that raises OSError
+    (a server not listening yet, a request refused) counts as not yet."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            value = predicate()
+        except OSError:
+            value = None
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{what} not met within {timeout}s" + (f": {explain()}" if explain else ""))
+        time.sleep(interval)
 
 
 class FakeProvider(Protocol):
@@ -52,7 +82,7 @@ class FakeProvider(Protocol):
     shapes: tuple[str, ...]  # the push body shapes it can send; the first is its usual one
 
     def push(
-        self, order_id: str, message_type: str, signed: bool = True, shape: str | None = None
+        self, order_id: str, message_type: str, signed: bool = True, *, shape: str | None = None
     ) -> tuple[dict[str, str], bytes]:
         """The push the provider sends about an order, in one of its `shapes`: (headers, body)."""
 
@@ -83,6 +113,7 @@ class Sandbox:
     """The server: mounts fake providers under path prefixes, counts calls, applies faults."""
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
+        self.host = host
         self.providers: dict[str, FakeProvider] = {}
         self.faults = Faults()
         self.calls: list[tuple[str, str | None, int]] = []  # (path, order id, HTTP status)
@@ -98,12 +129,16 @@ class Sandbox:
             def do_GET(self) -> None:  # noqa: N802 - the stdlib's name
                 # A GET's query reaches the provider as a JSON body: providers read parameters one way.
                 path, _, query = self.path.partition("?")
-                self.answer(*sandbox.dispatch(path, self.headers, json.dumps(dict(parse_qsl(query))).encode()))
+                self.answer(*sandbox.dispatch(path, self.headers_by_name(), json.dumps(dict(parse_qsl(query))).encode()))
 
             def do_POST(self) -> None:  # noqa: N802 - the stdlib's name
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length)
-                self.answer(*sandbox.dispatch(self.path, self.headers, body))
+                self.answer(*sandbox.dispatch(self.path, self.headers_by_name(), body))
+
+            def headers_by_name(self) -> Mapping[str, str]:
+                # An email Message, which providers read as a mapping: by name, in any case.
+                return cast("Mapping[str, str]", self.headers)
 
             def answer(self, status: int, payload: dict[str, Any]) -> None:
                 if status == 0:  # a simulated time-out: answer too late
@@ -128,8 +163,7 @@ class Sandbox:
 
     @property
     def url(self) -> str:
-        host, port = self.server.server_address[:2]
-        return f"http://{host}:{port}"
+        return f"http://{self.host}:{self.server.server_port}"
 
     def mount(self, prefix: str, provider: FakeProvider) -> FakeProvider:
         """Serve `provider` under `/<prefix>`; its sources use `<url>/<prefix>` as base URL."""

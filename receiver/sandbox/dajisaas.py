@@ -1,13 +1,13 @@
 """The DajiSaaS family's side of the sandbox: its signed API (buyerView and the buyer order list),
 and its pushes, 1688 trade messages and Taobao/Tmall messages.
 
-It plays DajiSaaS as PUBLISHED-DOCS.md section 2 describes it, on its own: it checks `sign` and
-makes `_dj_signature` with code of its own, never with the receiver's client, so that a mistake in
-the client shows up as a refused call instead of being mirrored. It ignores list filters the docs
-do not list (an `orderId` on the order list), as a real server would.
+It plays DajiSaaS as shared/provider-docs/PUBLISHED-DOCS.md section 2 (outside this repository)
+describes it, on its own: it checks `sign` and makes `_dj_signature` with code of its own, never
+with the receiver's client, so that a mistake in the client shows up as a refused call instead of
+being mirrored. It ignores list filters the docs do not list (an `orderId` on the order list), as a real server would.
 
 The first order is seeded from the order list example in the provider's documentation (004 in
-shared/provider-docs), rewound to before payment so that it can walk through every status; the
+shared/provider-docs, outside this repository), rewound to before payment so that it can walk through every status; the
 second from the buyerView example (wiki.dajisaas.com/api-164891585), with a line that has no id.
 Amounts are yuan, and ids go out both as strings and as JSON numbers rounded the way a double
 rounds them, as in the docs' sample.
@@ -22,9 +22,10 @@ import itertools
 import json
 import time
 import uuid
+from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
-from typing import Any, Callable, Mapping
+from typing import Any
 from urllib.parse import urlencode
 
 FAMILY = "dajisaas"
@@ -35,7 +36,7 @@ OK = 200
 FORM = "application/x-www-form-urlencoded"
 CHINA = timezone(timedelta(hours=8))
 
-SEED = [
+SEED: list[dict[str, Any]] = [
     {
         "baseInfo": {
             "id": 29080593337363456,
@@ -173,7 +174,7 @@ def sign_of(body: Mapping[str, Any], secret: str) -> str:
         if isinstance(value, bool):
             value = str(value).lower()
         text += f"{key}={value}&"
-    return hashlib.md5(f"{text}secret={secret}".encode("utf-8")).hexdigest().upper()
+    return hashlib.md5(f"{text}secret={secret}".encode()).hexdigest().upper()
 
 
 def _hmac_sha1(secret: str, text: str) -> bytes:
@@ -210,7 +211,7 @@ class DajisaasProvider:
     """A DajiSaaS account holding a few 1688 orders, for one app's keys."""
 
     family = FAMILY
-    shapes = ("trade", "taobao")
+    shapes: tuple[str, ...] = ("trade", "taobao")
 
     def __init__(
         self, app_key: str, app_secret: str, page_size_cap: int = PAGE_SIZE_CAP, signature_scheme: str = "name-value-hex-upper"
@@ -227,6 +228,13 @@ class DajisaasProvider:
             self.orders[order["baseInfo"]["idOfStr"]] = order
         self.msg_ids = itertools.count(int(time.time() * 1000) * 1000)
         self.requests: list[dict[str, Any]] = []  # the bodies of the API calls, as received
+
+    @classmethod
+    def for_source(cls, credentials: Mapping[str, Any]) -> DajisaasProvider:
+        """The provider of an app with a source's credentials; it signs pushes as the source pins ("any": as usual)."""
+        scheme = credentials.get("signature_scheme")
+        pinned = {"signature_scheme": scheme} if scheme and scheme != "any" else {}
+        return cls(credentials["app_key"], credentials["app_secret"], **pinned)
 
     # --- the API -------------------------------------------------------------------------------
     def error(self, code: int, msg: str) -> dict[str, Any]:
@@ -475,7 +483,10 @@ class DajisaasProvider:
         """
         if shape not in (None, *self.shapes):
             raise ValueError(f"shape must be one of {', '.join(self.shapes)}")
-        message = self._taobao_message(order_id, message_type) if shape == "taobao" else self._message(order_id, message_type, msg_id)
+        if shape == "taobao":
+            message = self._taobao_message(order_id, message_type)
+        else:
+            message = self._message(order_id, message_type, msg_id)
         text = json.dumps(message, ensure_ascii=False, separators=(",", ":"))
         key = self.app_secret if signed else "not-" + self.app_secret
         body = urlencode({"message": text, "_dj_signature": PUSH_SIGNERS[self.signature_scheme](key, text)})

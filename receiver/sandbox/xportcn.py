@@ -7,7 +7,7 @@ server ignores any other field), a page-size cap, creation-time windows, the 168
 1688's own model (yuan, status names, ids as rounded numbers and as strings), the Taobao refund
 query, and pushes in the three body shapes the docs show.
 
-Orders are seeded from the docs' examples (000, 001 and 002 in shared/provider-docs), with amounts
+Orders are seeded from the docs' examples (000, 001 and 002 in shared/provider-docs, outside this repository), with amounts
 made less round so that unit mistakes show.
 """
 from __future__ import annotations
@@ -18,36 +18,72 @@ import hmac
 import json
 import time
 import uuid
+from collections.abc import Mapping
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
-from typing import Any, Mapping
+from typing import Any
 
 CHINA = timezone(timedelta(hours=8))
 DOCUMENTED_PORTALS = ("xportcn", "pandapon", "thai")
 # Paths per portal, as each portal's pages give them (PUBLISHED-DOCS.md 1c, 1d, 1f); None: not served.
 PATHS: dict[str, dict[str, str | None]] = {
-    "xportcn": {"page": "/alibaba/order/page", "detail": None, "purchases": "/open/purchase/page", "refund": "/open/order/refund/query"},
-    "pandapon": {"page": "/alibaba/order/page", "detail": "/alibaba/order/detail", "purchases": "/open/purchase/page", "refund": "/open/order/refund/query"},
-    "thai": {"page": "/v2/alibaba/order/page", "detail": None, "purchases": "/open/purchase/page", "refund": "/v2/taobao/order/refund/query"},
+    "xportcn": {
+        "page": "/alibaba/order/page",
+        "detail": None,
+        "purchases": "/open/purchase/page",
+        "refund": "/open/order/refund/query",
+    },
+    "pandapon": {
+        "page": "/alibaba/order/page",
+        "detail": "/alibaba/order/detail",
+        "purchases": "/open/purchase/page",
+        "refund": "/open/order/refund/query",
+    },
+    "thai": {
+        "page": "/v2/alibaba/order/page",
+        "detail": None,
+        "purchases": "/open/purchase/page",
+        "refund": "/v2/taobao/order/refund/query",
+    },
 }
 # PandaPon's 1688 order page answers `{total, data, code}`; everywhere else a page is the envelope's data.
 FLAT_PAGE_PORTALS = frozenset({"pandapon"})
 # The body fields each list documents as filters (000, 001, 002); any other is ignored.
-PAGE_FILTERS = {"xportcn": ("tbOrderId", "orderStatus"), "pandapon": ("tbOrderId", "orderStatus"), "thai": ("orderNo", "tbOrderId", "orderStatus")}
+PAGE_FILTERS = {
+    "xportcn": ("tbOrderId", "orderStatus"),
+    "pandapon": ("tbOrderId", "orderStatus"),
+    "thai": ("orderNo", "tbOrderId", "orderStatus"),
+}
 PURCHASE_FILTERS = ("orderNo", "purchaseId", "status", "supplierNick")
 PAGE_WINDOW = ("orderTimeBegin", "orderTimeEnd")
 PURCHASE_WINDOW = ("beginDateTime", "endDateTime")
 DEFAULT_PAGE_SIZE = 20
 API_WINDOW_SECONDS = 600  # how far a request's timestamp may be from the provider's clock
 # 002: "1-waitbuyerpay;2-waitsellersend;3-waitbuyerreceive;4-confirm_goods;5-success;6-cancel;7-terminated;8-其他"
-STATUS_NAMES = {1: "waitbuyerpay", 2: "waitsellersend", 3: "waitbuyerreceive", 4: "confirm_goods", 5: "success", 6: "cancel", 7: "terminated"}
+STATUS_NAMES = {
+    1: "waitbuyerpay",
+    2: "waitsellersend",
+    3: "waitbuyerreceive",
+    4: "confirm_goods",
+    5: "success",
+    6: "cancel",
+    7: "terminated",
+}
 # The message access manual's orderStatus strings for the summary body (the last three are not shown there).
-SUMMARY_STATUS = {1: "WAITING_FOR_PAYMENT", 2: "WAITING_FOR_SENT", 3: "WAITING_FOR_RECEIVE", 4: "CONFIRM_GOODS", 5: "SUCCESS", 6: "CANCEL", 7: "CANCEL"}
+SUMMARY_STATUS = {
+    1: "WAITING_FOR_PAYMENT",
+    2: "WAITING_FOR_SENT",
+    3: "WAITING_FOR_RECEIVE",
+    4: "CONFIRM_GOODS",
+    5: "SUCCESS",
+    6: "CANCEL",
+    7: "CANCEL",
+}
 PLATFORM_CODES = {"taobao": 0, "1688": 1}
 SHAPE_PREFIX = {"model": "1688_", "taobao": "TAOBAO_", "summary": ""}
 REFUND_SUCCESSFUL = 100
 
-ALIBABA_SEED = [
+ALIBABA_SEED: list[dict[str, Any]] = [
     {
         "id": "1232742280964604571",
         "developId": "1110890638347337996",
@@ -86,7 +122,7 @@ ALIBABA_SEED = [
         ],
     },
 ]
-TAOBAO_SEED = [
+TAOBAO_SEED: list[dict[str, Any]] = [
     {
         "id": "30",
         "purchaseId": 200058578338,
@@ -133,10 +169,22 @@ TAOBAO_STEPS = (12, 0, 5, 10, 11)
 # The push each change causes. The manual documents create, pay, cancel, price and refund; the other
 # status moves come under 1688's own topic names, which the receiver has never been told about.
 STATUS_PUSH_1688 = {
-    1: "ORDER_CREATE", 2: "ORDER_PAY_SUCCESS", 3: "ORDER_BUYER_VIEW_ANNOUNCE_SENDGOODS",
-    4: "ORDER_BUYER_VIEW_ORDER_COMFIRM_RECEIVEGOODS", 5: "ORDER_BUYER_VIEW_ORDER_SUCCESS", 6: "ORDER_CANCEL", 7: "ORDER_CANCEL",
+    1: "ORDER_CREATE",
+    2: "ORDER_PAY_SUCCESS",
+    3: "ORDER_BUYER_VIEW_ANNOUNCE_SENDGOODS",
+    4: "ORDER_BUYER_VIEW_ORDER_COMFIRM_RECEIVEGOODS",
+    5: "ORDER_BUYER_VIEW_ORDER_SUCCESS",
+    6: "ORDER_CANCEL",
+    7: "ORDER_CANCEL",
 }
-STATUS_PUSH_TAOBAO = {12: "ORDER_CREATE", 0: "ORDER_CREATE", 5: "ORDER_CREATE", 10: "ORDER_PAY_SUCCESS", 11: "ORDER_BUYER_VIEW_ANNOUNCE_SENDGOODS", 4: "ORDER_CANCEL"}
+STATUS_PUSH_TAOBAO = {
+    12: "ORDER_CREATE",
+    0: "ORDER_CREATE",
+    5: "ORDER_CREATE",
+    10: "ORDER_PAY_SUCCESS",
+    11: "ORDER_BUYER_VIEW_ANNOUNCE_SENDGOODS",
+    4: "ORDER_CANCEL",
+}
 PRICE_PUSH = "ORDER_BUYER_VIEW_ORDER_PRICE_MODIFY"
 REFUND_PUSH = "ORDER_BUYER_VIEW_ORDER_BUYER_REFUND"
 ERROR_SIGNATURE = 401
@@ -167,7 +215,7 @@ class XportcnProvider:
     """An Xportcn-family provider holding a few orders, for one account on one portal."""
 
     family = "xportcn"
-    shapes = ("summary", "model", "taobao")
+    shapes: tuple[str, ...] = ("summary", "model", "taobao")
 
     def __init__(
         self, access_key: str, access_secret: str, user_id: str, portal: str = "xportcn", page_cap: int = DEFAULT_PAGE_SIZE
@@ -187,6 +235,13 @@ class XportcnProvider:
             self._hold("1688", str(record["tbOrderId"]), copy.deepcopy(record))
         for record in TAOBAO_SEED:
             self._hold("taobao", str(record["purchaseId"]), copy.deepcopy(record))
+
+    @classmethod
+    def for_source(cls, credentials: Mapping[str, Any]) -> XportcnProvider:
+        """The provider of an account with a source's credentials (keys as in the sources file)."""
+        return cls(
+            credentials["access_key"], credentials["access_secret"], credentials["user_id"], credentials.get("portal", "xportcn")
+        )
 
     def _hold(self, platform: str, order_id: str, record: dict[str, Any], created: datetime | None = None) -> None:
         at = created or datetime.now(CHINA)
@@ -265,7 +320,7 @@ class XportcnProvider:
     def _window(self, query: Mapping[str, Any], keys: tuple[str, str], order_id: str) -> bool:
         """Whether an order was created inside the request's window (China time, either end optional)."""
         created = self.created[order_id].replace(microsecond=0)  # the window is given in whole seconds
-        for key, inside in zip(keys, (lambda t: created >= t, lambda t: created <= t)):
+        for key, inside in zip(keys, (lambda t: created >= t, lambda t: created <= t), strict=True):
             if query.get(key):
                 try:
                     bound = datetime.strptime(str(query[key]), "%Y-%m-%d %H:%M:%S").replace(tzinfo=CHINA)
@@ -282,7 +337,8 @@ class XportcnProvider:
 
     def _order_page(self, query: Mapping[str, Any]) -> dict[str, Any]:
         records = [
-            o for oid, o in self.alibaba.items()
+            o
+            for oid, o in self.alibaba.items()
             if _keep(o, query, PAGE_FILTERS[self.portal]) and self._window(query, PAGE_WINDOW, oid)
         ]
         page = self._slice(query, records)
@@ -292,8 +348,7 @@ class XportcnProvider:
 
     def _purchase_page(self, query: Mapping[str, Any]) -> dict[str, Any]:
         records = [
-            o for oid, o in self.taobao.items()
-            if _keep(o, query, PURCHASE_FILTERS) and self._window(query, PURCHASE_WINDOW, oid)
+            o for oid, o in self.taobao.items() if _keep(o, query, PURCHASE_FILTERS) and self._window(query, PURCHASE_WINDOW, oid)
         ]
         page = [_as_listed(r) for r in self._slice(query, records)]
         return self._ok({"total": len(records), "data": page})
@@ -398,7 +453,9 @@ class XportcnProvider:
     def step_status(self, order_id: str) -> str:
         """Move the order one step along its platform's statuses; returns the push's message type."""
         alibaba = self.platform_of(order_id) == "1688"
-        o, key, steps = (self.alibaba[order_id], "orderStatus", ALIBABA_STEPS) if alibaba else (self.taobao[order_id], "status", TAOBAO_STEPS)
+        o, key, steps = (
+            (self.alibaba[order_id], "orderStatus", ALIBABA_STEPS) if alibaba else (self.taobao[order_id], "status", TAOBAO_STEPS)
+        )
         i = steps.index(o[key]) if o[key] in steps else len(steps) - 1
         return self.set_status(order_id, steps[min(i + 1, len(steps) - 1)])
 
@@ -458,10 +515,15 @@ class XportcnProvider:
         headers = {"Content-Type": "application/json"}
         if signed:
             stamp, nonce = str(int(time.time() * 1000)), uuid.uuid4().hex
-            headers.update({
-                "access-key": self.access_key, "timestamp": stamp, "nonce-str": nonce, "user-id": self.user_id,
-                "signature": md5_signature(self.access_key, stamp, nonce, self.access_secret),
-            })
+            headers.update(
+                {
+                    "access-key": self.access_key,
+                    "timestamp": stamp,
+                    "nonce-str": nonce,
+                    "user-id": self.user_id,
+                    "signature": md5_signature(self.access_key, stamp, nonce, self.access_secret),
+                }
+            )
         return headers, json.dumps(envelope, ensure_ascii=False).encode()
 
     def _summary(self, order_id: str, message_type: str) -> dict[str, Any]:
@@ -495,17 +557,19 @@ class XportcnProvider:
         subs = []
         for s in o["subOrderVOS"]:
             r = s["subOrderResult"]
-            subs.append({
-                "purchase_order_outer_id": o["purchaseOrderOuterId"],
-                "purchase_order_line_outer_id": s["id"],
-                "product_amount": r["product_amount"],
-                "quantity": r["quantity"],
-                "detail_error_code": None,
-                "logistic_company_name": None,
-                "logistic_number": None,
-                "close_time_without_payment": None,
-                **({"refund_id": s["refundId"]} if message_type == REFUND_PUSH and s.get("refundId") else {}),
-            })
+            subs.append(
+                {
+                    "purchase_order_outer_id": o["purchaseOrderOuterId"],
+                    "purchase_order_line_outer_id": s["id"],
+                    "product_amount": r["product_amount"],
+                    "quantity": r["quantity"],
+                    "detail_error_code": None,
+                    "logistic_company_name": None,
+                    "logistic_number": None,
+                    "close_time_without_payment": None,
+                    **({"refund_id": s["refundId"]} if message_type == REFUND_PUSH and s.get("refundId") else {}),
+                }
+            )
         price = {"purchaseCurrency": "CNY", "purchaseTotalFee": o["purchaseAmount"]}
         return {"salesOrderId": o["orderNo"], "subOrders": subs, "purchaseOrderPriceDTO": price}
 
@@ -522,7 +586,13 @@ def _refund_case(o: Mapping[str, Any], sub: Mapping[str, Any], refund_id: str) -
         "currency": "CNY",
         "refundOrderAggregate": {
             "logistics": None,
-            "refundOrder": {"refundFee": 0, "refundStatus": REFUND_SUCCESSFUL, "refundType": 1, "goodsStatus": 1, "refundId": refund_id},
+            "refundOrder": {
+                "refundFee": 0,
+                "refundStatus": REFUND_SUCCESSFUL,
+                "refundType": 1,
+                "goodsStatus": 1,
+                "refundId": refund_id,
+            },
             "purchaseOrderLine": {
                 "salesOrderId": o["orderNo"],
                 "purchaseOrderId": o["purchaseId"],

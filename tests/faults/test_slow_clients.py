@@ -12,9 +12,10 @@ import statistics
 import subprocess
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from string import Template
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 import requests

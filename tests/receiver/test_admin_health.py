@@ -18,7 +18,7 @@ def bars(html: str, chart: str) -> list[tuple[str, str]]:
     return re.findall(r'<rect class="bar" data-series="([^"]+)" data-value="([^"]+)"', svg)
 
 
-def test_the_front_page_draws_the_days_pushes_refusals_refetches_and_dead_letters(app, client, sandbox, worker):
+def test_the_front_page_draws_the_days_pushes_refusals_refetches_and_dead_letters(app, client, sandbox, worker, quiet_charts):
     svc = app.extensions["receiver"]
     now = time.time()
     minute = int(now // 60)
@@ -65,7 +65,7 @@ def test_without_redis_the_front_page_still_answers(make_app):
     assert resp.status_code == 200 and 'id="charts-missing"' in resp.get_data(as_text=True)
 
 
-def test_pushes_are_counted_off_the_request_and_summed_on_redis(app, client):
+def test_pushes_are_counted_off_the_request_and_summed_on_redis(app, client, quiet_charts):
     for _ in range(3):
         assert client.post(f"/callbacks/daji?token={TOKENS['daji']}", data=b"", content_type="application/x-www-form-urlencoded").status_code == 400
     svc = app.extensions["receiver"]

@@ -7,7 +7,6 @@ import re
 from datetime import timedelta
 
 from receiver.models import EventStatus, Order, OrderChange, utcnow
-from tests.conftest import wait_for
 from tests.receiver.test_admin import ADMIN, page_token
 from tests.workers.test_refetch import ALIBABA, TAOBAO, events_when, order_when, send
 
@@ -112,3 +111,12 @@ def test_changes_of_the_day_with_totals_per_source_and_a_csv(app, client):
         ("A-1", "price", "233.44", "231.89", "'-1.55", "-155"),
     ]
     assert rows[1]["order_no"] == "'+N-2" and rows[0]["cause"] == "event:7"
+
+
+def test_refetch_now_with_the_queue_down_is_a_503_that_says_so(app, client, make_app, sandbox, worker):
+    send(client, sandbox.providers["xportcn"], TAOBAO, "ORDER_CREATE")
+    order_when(client, TAOBAO)
+    down = make_app(broker_url="redis://127.0.0.1:1/0").test_client()
+    token = page_token(client, f"/admin/orders/demo/{TAOBAO}")
+    resp = down.post(f"/admin/orders/demo/{TAOBAO}/refetch", data={"csrf_token": token}, headers=ADMIN)
+    assert resp.status_code == 503 and "queue" in resp.get_data(as_text=True)

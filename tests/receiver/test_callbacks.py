@@ -9,7 +9,6 @@ import uuid
 from datetime import timedelta
 
 import pytest
-
 from sqlalchemy import insert, select
 
 from receiver.inbox import forget_nonces

@@ -1,10 +1,13 @@
 """Settings: validated once, a bad or missing one named in a single line."""
 from __future__ import annotations
 
+import re
+
 import pytest
 
-from receiver.config import load_settings
+from receiver.config import ENV_SETTINGS, load_settings
 from receiver.errors import ConfigError
+from tests.conftest import ROOT
 
 GOOD = """
 [sources.demo]
@@ -69,3 +72,19 @@ def test_bad_setting_is_named(sources, text, env, named):
 def test_missing_sources_file_is_named(tmp_path):
     with pytest.raises(ConfigError, match="RECEIVER_SOURCES_FILE: .* not found"):
         load_settings({"RECEIVER_SOURCES_FILE": str(tmp_path / "nope.toml")})
+
+
+def test_each_variable_sets_its_setting_and_empty_means_the_default(sources):
+    settings = load_settings({
+        "RECEIVER_SOURCES_FILE": sources(GOOD), "DEMO_SECRET": "s", "RECEIVER_TIMESTAMP_WINDOW": "60",
+        "RECEIVER_ALLOWED_HOSTS": "a.example, b.example,", "RECEIVER_METRICS_REQUIRE_TOKEN": "true",
+        "PROMETHEUS_MULTIPROC_DIR": "/tmp/prom", "RECEIVER_COALESCE_WINDOW": "0.5", "RECEIVER_NAMESPACE": "",
+    })
+    assert settings.timestamp_window == 60 and settings.coalesce_window == 0.5 and settings.metrics_require_token is True
+    assert settings.allowed_hosts == ("a.example", "b.example") and settings.metrics_multiproc_dir == "/tmp/prom"
+    assert settings.namespace == "receiver"
+
+
+def test_every_variable_the_readme_names_is_a_setting():
+    readme = (ROOT / "README.md").read_text()
+    assert set(re.findall(r"\bRECEIVER_[A-Z_]+\b", readme)) - {"RECEIVER_TEST_DATABASE_URL", "RECEIVER_TEST_BROKER_URL"} <= set(ENV_SETTINGS)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 from urllib.parse import quote, urlencode
 
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from sqlalchemy import func, select
 
 from receiver.models import Event

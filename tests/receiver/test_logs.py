@@ -4,7 +4,7 @@ from __future__ import annotations
 import io
 import json
 import logging
-from typing import Iterator
+from collections.abc import Iterator
 
 import pytest
 
@@ -25,7 +25,7 @@ def captured() -> Iterator[io.StringIO]:
         logger.addHandler(handler)
         logger.setLevel(logging.INFO)
     yield out
-    for logger, level in zip(targets, levels):
+    for logger, level in zip(targets, levels, strict=True):
         logger.removeHandler(handler)
         logger.setLevel(level)
 

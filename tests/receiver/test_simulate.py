@@ -1,9 +1,8 @@
 """`receiver simulate` and the sandbox's control API, against the app served over HTTP and a real worker."""
 from __future__ import annotations
 
-import time
-
 import re
+import time
 
 import pytest
 import requests

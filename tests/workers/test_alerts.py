@@ -95,7 +95,8 @@ def test_queue_backlog_alert(app, make_app):
     strict = dataclasses.replace(settings.alerts, rules={**settings.alerts.rules, "queue_backlog": Rule(threshold=2)})
     idle = make_app(alerts=strict, namespace=f"{settings.namespace}-idle")  # a queue no worker reads
     with idle.app_context():
-        from workers.tasks import check_backlog, enqueue
+        from receiver.dispatch import enqueue
+        from workers.tasks import check_backlog
 
         for event_id in (1, 2, 3):
             enqueue(event_id)

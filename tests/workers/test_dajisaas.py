@@ -252,7 +252,7 @@ def test_each_signature_scheme_of_the_provider_is_accepted(client, daji):
 def test_reconciliation_pages_under_the_providers_page_size_cap(client, daji, environ, monkeypatch):
     from click.testing import CliRunner
 
-    from receiver.cli import main
+    from workers.cli import main
 
     for key, value in environ.items():
         monkeypatch.setenv(key, value)

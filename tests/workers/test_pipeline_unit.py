@@ -6,15 +6,17 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from types import SimpleNamespace
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 from redis.exceptions import ConnectionError as RedisConnectionError
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError, OperationalError
 
+from receiver import dispatch
 from receiver.errors import PermanentProviderError, TransientProviderError
 from receiver.models import Alert, Event, EventStatus, Order, utcnow
 from receiver.providers import LineSnapshot, OrderRef, OrderSnapshot, family_for
@@ -298,15 +300,15 @@ def test_stuck_events_are_the_untaken_and_the_failed_whose_retry_never_came(svc:
 
 
 def test_reopen_puts_dead_failed_and_processed_events_back(svc: Any) -> None:
-    events = {s: add_event(svc, status=s) for s in EventStatus.ALL}
+    events = {s: add_event(svc, status=s) for s in EventStatus}
     with svc.engine.begin() as conn:
         conn.execute(update(Event).values(last_error="HTTP 502"))
-    reopened = pipeline.reopen(svc, list(events.values()))
+    reopened = dispatch.reopen(svc, list(events.values()))
     assert reopened == sorted(i for s, i in events.items() if s != EventStatus.IGNORED)
     got = statuses(svc)
     assert got[events[EventStatus.DEAD]] == (EventStatus.RECEIVED, 0, None)
     assert got[events[EventStatus.IGNORED]] == (EventStatus.IGNORED, 0, "HTTP 502")
-    assert pipeline.reopen(svc, []) == []
+    assert dispatch.reopen(svc, []) == []
 
 
 def test_select_for_replay_filters_by_status_source_and_time(svc: Any) -> None:
@@ -315,9 +317,9 @@ def test_select_for_replay_filters_by_status_source_and_time(svc: Any) -> None:
     b = add_event(svc, status=EventStatus.DEAD, source="thai")
     c = add_event(svc, status=EventStatus.DEAD)
     add_event(svc, status=EventStatus.FAILED)
-    assert pipeline.select_for_replay(svc, EventStatus.DEAD, None, None) == [a, b, c]
-    assert pipeline.select_for_replay(svc, EventStatus.DEAD, "demo", None) == [a, c]
-    assert pipeline.select_for_replay(svc, EventStatus.DEAD, None, now - timedelta(hours=1)) == [b, c]
+    assert dispatch.select_for_replay(svc, EventStatus.DEAD, None, None) == [a, b, c]
+    assert dispatch.select_for_replay(svc, EventStatus.DEAD, "demo", None) == [a, c]
+    assert dispatch.select_for_replay(svc, EventStatus.DEAD, None, now - timedelta(hours=1)) == [b, c]
 
 
 def test_exhausted_counts_attempts_over_the_retries(svc: Any) -> None:
@@ -452,7 +454,7 @@ def test_only_the_events_asked_for_are_exhausted_or_reopened(svc: Any) -> None:
     old = utcnow() - timedelta(hours=1)
     with svc.engine.begin() as conn:
         conn.execute(update(Event).values(updated_at=old))
-    assert pipeline.reopen(svc, [asked]) == [asked]
+    assert dispatch.reopen(svc, [asked]) == [asked]
     with svc.Session() as session:
         reopened, left = session.get(Event, asked), session.get(Event, other)
         assert (reopened.status, left.status) == (EventStatus.RECEIVED, EventStatus.DEAD)
@@ -491,7 +493,7 @@ def test_select_for_replay_includes_the_first_moment(svc: Any) -> None:
     at = datetime(2026, 5, 20, 8, 0, tzinfo=timezone.utc)
     on_time = add_event(svc, status=EventStatus.DEAD, updated_at=at)
     add_event(svc, status=EventStatus.DEAD, updated_at=at - timedelta(milliseconds=1))
-    assert pipeline.select_for_replay(svc, EventStatus.DEAD, "demo", at) == [on_time]
+    assert dispatch.select_for_replay(svc, EventStatus.DEAD, "demo", at) == [on_time]
 
 
 def test_stale_open_orders_at_the_edge_and_past_tried_ones(svc: Any, provider: Any, frozen_now: datetime) -> None:

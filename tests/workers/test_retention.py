@@ -9,10 +9,10 @@ from click.testing import CliRunner
 from sqlalchemy import insert, select, update
 
 from receiver import inbox
-from receiver.cli import main
 from receiver.models import Event, Order, OrderChange, utcnow
 from tests.workers.test_refetch import ALIBABA, TAOBAO, order_when, send
 from workers import tasks
+from workers.cli import main
 
 
 def add_events(app, *rows: tuple[str, int]) -> None:  # type: ignore[no-untyped-def]
@@ -139,7 +139,7 @@ def test_refresh_takes_the_oldest_first_a_limited_number_and_skips_what_it_just_
         send(client, provider, order_id, "ORDER_CREATE")
         order_when(client, order_id)
     with app.extensions["receiver"].engine.begin() as conn:
-        for hours, order_id in zip((9, 30, 12), ids):
+        for hours, order_id in zip((9, 30, 12), ids, strict=True):
             conn.execute(update(Order).where(Order.provider_order_id == order_id).values(fetched_at=utcnow() - timedelta(hours=hours)))
     svc = app.extensions["receiver"]
     from workers import pipeline

@@ -1,8 +1,8 @@
 """orders.changed_at and the indexes of the admin's order list and changes page
 
 The order list is newest change first, filtered by source or status, and the changes page reads
-one window of some fields' changes (a partial index leaves first fetches out): each an index range, never a scan of the table. Existing orders get
-the time of their last recorded change.
+one window of some fields' changes (a partial index leaves first fetches out): each an index range,
+never a scan of the table. Existing orders get the time of their last recorded change.
 
 Revision ID: 0007_admin_orders
 Revises: 0006
@@ -23,7 +23,8 @@ def upgrade() -> None:
     with op.batch_alter_table('orders', schema=None) as batch_op:
         batch_op.add_column(sa.Column('changed_at', sa.DateTime(timezone=True), nullable=True))
     op.execute(
-        "UPDATE orders SET changed_at = (SELECT max(order_changes.at) FROM order_changes WHERE order_changes.order_id = orders.id)"
+        "UPDATE orders SET changed_at ="
+        " (SELECT max(order_changes.at) FROM order_changes WHERE order_changes.order_id = orders.id)"
     )
     op.execute("UPDATE orders SET changed_at = fetched_at WHERE changed_at IS NULL")
     with op.batch_alter_table('orders', schema=None) as batch_op:

@@ -10,6 +10,8 @@ from marshmallow import ValidationError
 
 from receiver.errors import PermanentProviderError, TransientProviderError
 from receiver.providers import (
+    FAMILIES,
+    KEPT_HEADERS,
     OrderRef,
     Push,
     answer_data,
@@ -185,3 +187,16 @@ def test_the_registry_holds_both_families_by_name() -> None:
     assert family_for("xportcn").name == "xportcn" and family_for("dajisaas").name == "dajisaas"
     with pytest.raises(KeyError):
         family_for("alibaba")
+
+
+def test_each_family_comes_with_a_loopback_provider_built_from_a_sources_credentials() -> None:
+    xport = FAMILIES["xportcn"].sandbox({"access_key": "ak", "access_secret": "secret", "user_id": "42", "portal": "thai"})
+    assert (xport.family, xport.portal, xport.user_id) == ("xportcn", "thai", "42")  # type: ignore[attr-defined]
+    daji = FAMILIES["dajisaas"].sandbox({"app_key": "ak", "app_secret": "secret", "signature_scheme": "query-md5"})
+    assert (daji.family, daji.signature_scheme) == ("dajisaas", "query-md5")  # type: ignore[attr-defined]
+    assert FAMILIES["dajisaas"].sandbox({"app_key": "ak", "app_secret": "secret", "signature_scheme": "any"}).signature_scheme == "name-value-hex-upper"  # type: ignore[attr-defined]
+
+
+def test_the_inbox_keeps_each_familys_push_headers() -> None:
+    assert {"access-key", "nonce-str", "signature", "timestamp", "user-id", "content-type"} <= set(KEPT_HEADERS)
+    assert list(KEPT_HEADERS) == sorted(KEPT_HEADERS)

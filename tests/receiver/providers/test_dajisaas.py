@@ -36,7 +36,8 @@ SOURCE = Source(
 ORDER_ID = SEED[0]["baseInfo"]["idOfStr"]
 DOC_ORDER = "2257164624870311973"
 FAMILY = family_for("dajisaas")
-# The 1688 buyer-view topics PUBLISHED-DOCS 2a lists, and FACTS.md's two more, with their kinds.
+# The 1688 buyer-view topics PUBLISHED-DOCS 2a lists, and FACTS.md's two more, with their kinds (both
+# in shared/provider-docs, outside this repository).
 DOC_TOPICS = {
     "ORDER_BUYER_VIEW_BUYER_MAKE": "status",
     "ORDER_BUYER_VIEW_ORDER_PRICE_MODIFY": "price",

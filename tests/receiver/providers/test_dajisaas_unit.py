@@ -16,7 +16,7 @@ import pytest
 
 from receiver.config import Source
 from receiver.errors import BadSignature, MalformedPush, PermanentProviderError, TransientProviderError
-from receiver.providers import OrderRef, RawPush, family_for
+from receiver.providers import MAX_PAGES, OrderRef, RawPush, family_for
 from receiver.providers import dajisaas as spec
 from receiver.sandbox.dajisaas import SEED
 
@@ -336,7 +336,7 @@ def test_a_text_total_is_not_trusted_and_the_list_is_read_to_its_end() -> None:
 def test_a_list_that_never_ends_is_read_for_max_pages_at_most() -> None:
     http = Recorder(view({"result": [copy.deepcopy(SEED[0])]}))
     pages = list(FAMILY.list_orders(http, SOURCE, datetime(2026, 5, 19, tzinfo=timezone.utc), datetime(2026, 5, 20, tzinfo=timezone.utc)))  # type: ignore[arg-type]
-    assert len(pages) == len(http.calls) == spec.MAX_PAGES
+    assert len(pages) == len(http.calls) == MAX_PAGES
 
 
 def test_an_unreadable_order_of_a_page_is_logged_and_skipped(caplog: pytest.LogCaptureFixture) -> None:

@@ -1,8 +1,8 @@
 """The Xportcn family's details, each on its own: what a refused push says, which ids a body names,
 the calls it makes (to a recording stand-in), and how each record field maps or is refused.
 
-Records are the documented examples of shared/provider-docs (000: the Taobao purchase list, 002: the
-1688 order page and detail, via the sandbox's seeds), with fees, quantities above 1 and fractional yuan.
+Records are the documented examples of shared/provider-docs, outside this repository (000: the Taobao
+purchase list, 002: the 1688 order page and detail, via the sandbox's seeds), with fees, quantities above 1 and fractional yuan.
 """
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import pytest
 
 from receiver.config import Source
 from receiver.errors import BadSignature, MalformedPush, PermanentProviderError
-from receiver.providers import OrderRef, RawPush, family_for
+from receiver.providers import MAX_PAGES, OrderRef, RawPush, family_for
 from receiver.providers import xportcn as spec
 from receiver.sandbox.xportcn import ALIBABA_SEED, TAOBAO_SEED
 
@@ -266,7 +266,7 @@ def test_the_list_stops_when_it_has_seen_total() -> None:
 
 def test_a_list_that_never_ends_is_read_for_max_pages_at_most() -> None:
     http = Recorder(page([alibaba_record(1)]))  # a full page every time, and no total
-    assert sum(1 for _ in spec._pages(http, source(), "/alibaba/order/page", {})) == spec.MAX_PAGES == 200  # type: ignore[arg-type]
+    assert sum(1 for _ in spec._pages(http, source(), "/alibaba/order/page", {})) == MAX_PAGES == 200  # type: ignore[arg-type]
     assert len(http.calls) == 200
 
 
