@@ -25,7 +25,7 @@ from receiver import charts, dispatch, metrics, stats
 from receiver.args import STATUSES, page_arg, status_arg, when_arg
 from receiver.auth import token_matches
 from receiver.errors import BadRequest, NotFound, QueueUnavailable, ReceiverError, Unauthorized
-from receiver.inbox import event_headers, status_counts
+from receiver.inbox import event_headers, listing, select_for_replay, status_counts
 from receiver.logs import loggable
 from receiver.models import Alert, Event, EventStatus, Order, utcnow
 from receiver.money import yuan, yuan_digits
@@ -203,25 +203,21 @@ def inbox() -> str:
     source = request.args.get("source", "")
     order = request.args.get("order", "").strip()
     page = page_arg(MAX_PAGE)
-    scope = select(Event)
-    if source:
-        scope = scope.where(Event.source == source)
-    if order:
-        scope = scope.where(Event.order_id == order)
-    listed = scope.where(Event.status == status) if status else scope
+    scope = listing(source=source, order=order)
+    listed = listing(status, source, order)
     svc = services()
     everything = status_counts(svc.read_engine, svc.settings.counts_ttl)  # cached: no scan per view
     dead_by_source = {s: n for (s, st), n in everything.items() if st == EventStatus.DEAD and n}
     with svc.ReadSession() as session:
         if order:  # one order's events: few, and found through the order_id index
-            scoped = scope.subquery()
+            scoped = scope.order_by(None).subquery()
             counts: dict[str, int] = dict(session.execute(select(scoped.c.status, func.count()).group_by(scoped.c.status)).all())
         else:
             counts = {}
             for (s, st), n in everything.items():
                 if not source or s == source:
                     counts[st] = counts.get(st, 0) + n
-        events = list(session.scalars(listed.order_by(Event.id.desc()).limit(PER_PAGE).offset((page - 1) * PER_PAGE)))
+        events = list(session.scalars(listed.limit(PER_PAGE).offset((page - 1) * PER_PAGE)))
     counts = {s: 0 for s in STATUSES} | counts
     total = counts[status] if status else sum(counts.values())
     return render_template(
@@ -321,7 +317,7 @@ def replay_dead() -> ResponseReturnValue:
     source = request.form.get("source", "")
     if source not in services().settings.sources:
         raise BadRequest(f"no source {source!r}")
-    ids = dispatch.select_for_replay(services(), EventStatus.DEAD, source, None)
+    ids = select_for_replay(services().engine, EventStatus.DEAD, source, None)
     queued = dispatch.replay(ids)
     log.info("admin.replay_dead source=%s events=%s queued=%s", source, len(ids), queued)
     return redirect(url_for("admin.inbox", source=source, replayed=f"{queued} of {len(ids)}"), code=303)

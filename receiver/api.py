@@ -5,13 +5,12 @@ import logging
 from typing import Any
 
 from flask import Blueprint, Response, jsonify, request
-from sqlalchemy import select
 from werkzeug.exceptions import HTTPException
 
 from receiver.args import int_arg, page_arg, status_arg
 from receiver.auth import check_bearer
 from receiver.errors import NotFound, ReceiverError
-from receiver.inbox import status_counts
+from receiver.inbox import listing, status_counts
 from receiver.logs import loggable
 from receiver.models import Event
 from receiver.orders import find_order, order_json
@@ -61,16 +60,13 @@ def list_events() -> Response:
     """The inbox, newest first, filtered by status and source, a page at a time."""
     page = page_arg(MAX_PAGES)
     per_page = int_arg("per_page", 50, 1, MAX_PAGE_SIZE)
-    stmt = select(Event)
-    if status := status_arg():
-        stmt = stmt.where(Event.status == status)
-    if source := request.args.get("source"):
-        stmt = stmt.where(Event.source == source)
+    status, source = status_arg(), request.args.get("source", "")
+    stmt = listing(status, source)
     svc = services()
     counts = status_counts(svc.read_engine, svc.settings.counts_ttl)  # cached: no scan per call
     total = sum(n for (s, st), n in counts.items() if (not source or s == source) and (not status or st == status))
     with svc.ReadSession() as session:
-        events = session.scalars(stmt.order_by(Event.id.desc()).limit(per_page).offset((page - 1) * per_page))
+        events = session.scalars(stmt.limit(per_page).offset((page - 1) * per_page))
         return jsonify(page=page, per_page=per_page, total=total, events=[event_json(e) for e in events])
 
 

@@ -157,15 +157,9 @@ def app_for_command() -> Iterator[Flask]:
 @click.option("--limit", type=int, default=50, show_default=True)
 def events_list(status: str | None, source: str | None, limit: int) -> None:
     """List events, newest first."""
-    from sqlalchemy import select
+    from receiver.inbox import listing
 
-    from receiver.models import Event
-
-    stmt = select(Event).order_by(Event.id.desc()).limit(limit)
-    if status:
-        stmt = stmt.where(Event.status == status)
-    if source:
-        stmt = stmt.where(Event.source == source)
+    stmt = listing(status, source).limit(limit)
     with app_for_command() as app, app.extensions["receiver"].Session() as session:
         for e in session.scalars(stmt):
             note = e.last_error or e.ignored_reason
@@ -229,13 +223,13 @@ WHEN = When()
 @click.option("--since", type=WHEN, help="Only events received since: a UTC date, or 6h, 1d, 7d ago (with --status).")
 def events_replay(event_ids: tuple[int, ...], status: str | None, source: str | None, since: datetime | None) -> None:
     """Put events back through the pipeline: by id, or all of a status (dead, usually)."""
-    from receiver import dispatch
+    from receiver import dispatch, inbox
     from receiver.services import services
 
     if bool(event_ids) == bool(status):
         raise click.UsageError("give event ids, or --status (with optional --source and --since)")
     with app_for_command() as app, app.app_context():
-        ids = list(event_ids) or dispatch.select_for_replay(services(), status or "", source, since)
+        ids = list(event_ids) or inbox.select_for_replay(services().engine, status or "", source, since)
         queued = dispatch.replay(ids)
     click.echo(f"replayed {queued} of {len(ids)} event(s)")
     if ids and queued < len(ids):

@@ -7,23 +7,18 @@ contract with running workers: renaming one strands the messages already queued 
 from __future__ import annotations
 
 import logging
-from datetime import datetime
 
 from flask import Flask, current_app
 from kombu.exceptions import OperationalError as BrokerError
 from redis.exceptions import RedisError
-from sqlalchemy import select, update
 
-from receiver.inbox import mark_queued
-from receiver.models import Event, EventStatus, utcnow
-from receiver.services import Services, services
+from receiver.inbox import mark_queued, reopen
+from receiver.services import services
 
 log = logging.getLogger("receiver.dispatch")
 PROCESS_EVENT = "workers.tasks.process_event"
 PROCESS_EVENTS = "workers.tasks.process_events"
 REFETCH_HELD_ORDER = "workers.tasks.refetch_held_order"
-# Every status but `ignored`: an ignored push names nothing to re-fetch, a replay would change nothing.
-REOPENABLE = (EventStatus.RECEIVED, EventStatus.QUEUED, EventStatus.FAILED, EventStatus.PROCESSED, EventStatus.DEAD)
 
 
 def publish_batch(app: Flask, event_ids: list[int]) -> None:
@@ -64,29 +59,4 @@ def requeue(event_ids: list[int]) -> int:
 
 def replay(event_ids: list[int]) -> int:
     """Put dead (or stuck) events back through the pipeline; return how many were queued."""
-    return requeue(reopen(services(), event_ids))
-
-
-def reopen(svc: Services, event_ids: list[int]) -> list[int]:
-    """Put dead or failed events back to `received` for a replay; return those that were reopened."""
-    if not event_ids:
-        return []
-    stmt = (
-        update(Event)
-        .where(Event.id.in_(event_ids), Event.status.in_(REOPENABLE))
-        .values(status=EventStatus.RECEIVED, last_error=None, updated_at=utcnow())
-        .returning(Event.id)
-    )
-    with svc.engine.begin() as conn:
-        return sorted(conn.scalars(stmt))
-
-
-def select_for_replay(svc: Services, status: str, source: str | None, since: datetime | None) -> list[int]:
-    """Ids of the events a replay by filter would put back."""
-    stmt = select(Event.id).where(Event.status == status)
-    if source:
-        stmt = stmt.where(Event.source == source)
-    if since:
-        stmt = stmt.where(Event.received_at >= since)
-    with svc.engine.connect() as conn:
-        return list(conn.scalars(stmt.order_by(Event.id)))
+    return requeue(reopen(services().engine, event_ids))

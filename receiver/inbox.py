@@ -1,4 +1,11 @@
-"""The inbox: every push stored raw, in one short transaction, before we answer."""
+"""The inbox: the one owner of the events table.
+
+Every push is stored raw, in one short transaction, before we answer (`store_push`, the hot path);
+every later change of an event's status (queued, processed, ignored, failed, dead, reopened for a
+replay, purged) and every listing of events for the admin pages, the API and the CLI go through the
+functions below, so that the rules (a final status is never undone, a replay reopens only what it
+may) hold in one place. The worker's pipeline decides what happens; this module writes it down.
+"""
 from __future__ import annotations
 
 import hashlib
@@ -11,7 +18,7 @@ from datetime import datetime, timedelta
 from functools import cache
 from typing import Any
 
-from sqlalchemy import Engine, bindparam, delete, exists, func, select, update
+from sqlalchemy import Engine, Select, bindparam, delete, exists, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.sql.elements import BindParameter
 
@@ -141,17 +148,6 @@ def _first(cursor: Any, stmt: DriverStatement, values: Mapping[str, Any]) -> Any
     return cursor.fetchone()
 
 
-def mark_queued(engine: Engine, event_ids: list[int]) -> None:
-    """Note that these events are on the queue (only those still waiting to be)."""
-    stmt = (
-        update(Event)
-        .where(Event.id.in_(event_ids), Event.status.in_([EventStatus.RECEIVED, EventStatus.QUEUED]))
-        .values(status=EventStatus.QUEUED, updated_at=utcnow())
-    )
-    with engine.begin() as conn:
-        conn.execute(stmt)
-
-
 def event_headers(event: Event) -> Mapping[str, str]:
     """The stored headers of an event."""
     return json.loads(event.headers)
@@ -216,3 +212,111 @@ def purge_events(
             break
         time.sleep(PURGE_PAUSE)
     return deleted
+
+
+# --- the lifecycle after the INSERT ----------------------------------------------------------------
+WAITING = (EventStatus.RECEIVED, EventStatus.QUEUED, EventStatus.FAILED)
+DONE = frozenset({EventStatus.PROCESSED, EventStatus.IGNORED, EventStatus.DEAD})
+# Every status but `ignored`: an ignored push names nothing to re-fetch, a replay would change nothing.
+REOPENABLE = (*WAITING, EventStatus.PROCESSED, EventStatus.DEAD)
+
+
+def mark_queued(engine: Engine, event_ids: list[int]) -> None:
+    """Note that these events are on the queue (only those still waiting to be)."""
+    stmt = (
+        update(Event)
+        .where(Event.id.in_(event_ids), Event.status.in_([EventStatus.RECEIVED, EventStatus.QUEUED]))
+        .values(status=EventStatus.QUEUED, updated_at=utcnow())
+    )
+    with engine.begin() as conn:
+        conn.execute(stmt)
+
+
+def set_status(engine: Engine, event_ids: list[int], status: str, error: str | None, ignored: str | None = None) -> None:
+    """Move events on, but never out of a final status: a late duplicate must not undo a result."""
+    if not event_ids:
+        return
+    now = utcnow()
+    values: dict[str, object] = {"status": status, "last_error": error, "updated_at": now}
+    values["ignored_reason"] = ignored and ignored[:255]
+    if status == EventStatus.PROCESSED:
+        values["processed_at"] = now
+    stmt = update(Event).where(Event.id.in_(event_ids), Event.status.in_(WAITING)).values(**values)
+    with engine.begin() as conn:
+        conn.execute(stmt)
+
+
+def count_attempt(engine: Engine, event_ids: list[int]) -> None:
+    """Count an attempt; `updated_at` tells the sweeper a worker has these events in hand."""
+    if event_ids:
+        with engine.begin() as conn:
+            conn.execute(update(Event).where(Event.id.in_(event_ids)).values(attempts=Event.attempts + 1, updated_at=utcnow()))
+
+
+def exhausted(engine: Engine, event_ids: list[int], max_retries: int) -> list[int]:
+    """Those of the events that have had every attempt `max_retries` allows."""
+    with engine.connect() as conn:
+        return list(conn.scalars(select(Event.id).where(Event.id.in_(event_ids), Event.attempts > max_retries)))
+
+
+def waiting_for(engine: Engine, source: str, order_id: str) -> list[int]:
+    """Ids of an order's events that wait for a re-fetch: the ones the next re-fetch covers."""
+    stmt = select(Event.id).where(Event.source == source, Event.order_id == order_id, Event.status.in_(WAITING))
+    with engine.connect() as conn:
+        return list(conn.scalars(stmt))
+
+
+def stuck(engine: Engine, grace: timedelta, retry_lost: timedelta) -> list[int]:
+    """Events no worker took within `grace`, and failed ones whose retry never came within `retry_lost`."""
+    now = utcnow()
+    stmt = (
+        select(Event.id)
+        .where(
+            or_(
+                Event.status.in_([EventStatus.RECEIVED, EventStatus.QUEUED]) & (Event.updated_at < now - grace),
+                (Event.status == EventStatus.FAILED) & (Event.updated_at < now - retry_lost),
+            )
+        )
+        .order_by(Event.id)
+        .limit(1000)
+    )
+    with engine.connect() as conn:
+        return list(conn.scalars(stmt))
+
+
+def reopen(engine: Engine, event_ids: list[int]) -> list[int]:
+    """Put dead or failed events back to `received` for a replay; return those that were reopened."""
+    if not event_ids:
+        return []
+    stmt = (
+        update(Event)
+        .where(Event.id.in_(event_ids), Event.status.in_(REOPENABLE))
+        .values(status=EventStatus.RECEIVED, last_error=None, updated_at=utcnow())
+        .returning(Event.id)
+    )
+    with engine.begin() as conn:
+        return sorted(conn.scalars(stmt))
+
+
+def select_for_replay(engine: Engine, status: str, source: str | None, since: datetime | None) -> list[int]:
+    """Ids of the events a replay by filter would put back."""
+    stmt = select(Event.id).where(Event.status == status)
+    if source:
+        stmt = stmt.where(Event.source == source)
+    if since:
+        stmt = stmt.where(Event.received_at >= since)
+    with engine.connect() as conn:
+        return list(conn.scalars(stmt.order_by(Event.id)))
+
+
+# --- reads -------------------------------------------------------------------------------------------
+def listing(status: str | None = None, source: str | None = None, order: str | None = None) -> Select[Event]:
+    """Events newest first, filtered: the one query behind the admin inbox, the API and the CLI."""
+    stmt = select(Event)
+    if status:
+        stmt = stmt.where(Event.status == status)
+    if source:
+        stmt = stmt.where(Event.source == source)
+    if order:
+        stmt = stmt.where(Event.order_id == order)
+    return stmt.order_by(Event.id.desc())

@@ -15,12 +15,12 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from redis.exceptions import RedisError
-from sqlalchemy import or_, select, update
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError, OperationalError
 
-from receiver import alerts, metrics, stats
+from receiver import alerts, inbox, metrics, stats
 from receiver.errors import ProviderError, TransientProviderError
-from receiver.inbox import raw_push
+from receiver.inbox import DONE, raw_push
 from receiver.models import Event, EventStatus, Order, utcnow
 from receiver.orders import Change, apply_snapshot
 from receiver.providers import OrderRef, OrderSnapshot, Source, family_for
@@ -28,8 +28,6 @@ from receiver.ratelimit import LimitedHttp, RateLimiter
 from receiver.services import Services
 
 log = logging.getLogger("workers.pipeline")
-DONE = frozenset({EventStatus.PROCESSED, EventStatus.IGNORED, EventStatus.DEAD})
-WAITING = (EventStatus.RECEIVED, EventStatus.QUEUED, EventStatus.FAILED)
 # A claim outlives a lost re-fetch task by this much at most; then the next push or the sweeper
 # claims again.
 CLAIM_TTL = 60
@@ -105,7 +103,7 @@ def read_event(svc: Services, event_id: int) -> Wanted | str:
     except Exception as err:  # noqa: BLE001 - a stored push that no longer parses is dead, whatever the cause
         return dead_letter(svc, [event_id], f"stored push does not parse: {err}").status
     if not push.actionable or push.order is None:
-        _set_status(svc, [event_id], EventStatus.IGNORED, None, ignored=push.ignored_reason)
+        inbox.set_status(svc.engine, [event_id], EventStatus.IGNORED, None, ignored=push.ignored_reason)
         return EventStatus.IGNORED
     return Wanted(source.name, push.order)
 
@@ -129,34 +127,25 @@ def release_claim(svc: Services, wanted: Wanted) -> None:
     pipe.execute()
 
 
-def _waiting_events(svc: Services, wanted: Wanted) -> list[int]:
-    """Ids of this order's events that wait for a re-fetch: the ones the next re-fetch covers."""
-    stmt = select(Event.id).where(
-        Event.source == wanted.source, Event.order_id == wanted.ref.order_id, Event.status.in_(WAITING)
-    )
-    with svc.engine.connect() as conn:
-        return list(conn.scalars(stmt))
-
-
 @metrics.counted_refetch
 def handle_refetch(svc: Services, wanted: Wanted, retries: int) -> Outcome:
     """Re-fetch one order for every event waiting on it; sort failures into retry-later and dead."""
     release_claim(svc, wanted)
-    covered = _waiting_events(svc, wanted)  # stored before this re-fetch starts
+    covered = inbox.waiting_for(svc.engine, wanted.source, wanted.ref.order_id)  # stored before this re-fetch starts
     source = svc.settings.sources.get(wanted.source)
     if source is None:
         return dead_letter(svc, covered, f"source {wanted.source!r} is no longer configured", wanted)
-    _count_attempt(svc, covered)
+    inbox.count_attempt(svc.engine, covered)
     try:
         refetch_order(svc, source, wanted.ref, cause=f"event:{max(covered)}" if covered else "refetch")
     except (TransientProviderError, OperationalError, RedisError) as err:
         if retries >= svc.settings.max_retries:
             # Only the events that had all their attempts: a push that came during this chain's
             # retries has its own re-fetch coming, and stays failed until it has.
-            spent = _exhausted(svc, covered)
-            _set_status(svc, [i for i in covered if i not in spent], EventStatus.FAILED, str(err))
+            spent = inbox.exhausted(svc.engine, covered, svc.settings.max_retries)
+            inbox.set_status(svc.engine, [i for i in covered if i not in spent], EventStatus.FAILED, str(err))
             return dead_letter(svc, spent, f"gave up after {retries + 1} attempts: {err}", wanted)
-        _set_status(svc, covered, EventStatus.FAILED, str(err))
+        inbox.set_status(svc.engine, covered, EventStatus.FAILED, str(err))
         log.warning("refetch.retry source=%s order=%s attempt=%s error=%s", source.name, wanted.ref.order_id, retries + 1, err)
         return Outcome(EventStatus.FAILED, retry_in=backoff(svc, retries))
     except ProviderError as err:
@@ -164,14 +153,14 @@ def handle_refetch(svc: Services, wanted: Wanted, retries: int) -> Outcome:
     except Exception as err:  # noqa: BLE001 - data we cannot store, or a bug: dead and alerted, never stuck
         log.exception("refetch.unexpected source=%s order=%s", source.name, wanted.ref.order_id)
         return dead_letter(svc, covered, f"{err.__class__.__name__}: {err}"[:1000], wanted)
-    _set_status(svc, covered, EventStatus.PROCESSED, None)
+    inbox.set_status(svc.engine, covered, EventStatus.PROCESSED, None)
     return Outcome(EventStatus.PROCESSED)
 
 
 def dead_letter(svc: Services, event_ids: list[int], error: str, wanted: Wanted | None = None) -> Outcome:
     """Mark events dead with their error and raise the alert (one per order and window); replay
     puts them back."""
-    _set_status(svc, event_ids, EventStatus.DEAD, error)
+    inbox.set_status(svc.engine, event_ids, EventStatus.DEAD, error)
     if event_ids:
         stats.note(["dead"], len(event_ids))
         where = f"{wanted.source} order {wanted.ref.order_id}" if wanted else f"event {event_ids[0]}"
@@ -193,54 +182,10 @@ def backoff(svc: Services, retries: int) -> float:
     return ceiling / 2 + random.uniform(0, ceiling / 2)
 
 
-def _count_attempt(svc: Services, event_ids: list[int]) -> None:
-    """Count an attempt; `updated_at` tells the sweeper a worker has these events in hand."""
-    if event_ids:
-        with svc.engine.begin() as conn:
-            stmt = update(Event).where(Event.id.in_(event_ids)).values(attempts=Event.attempts + 1, updated_at=utcnow())
-            conn.execute(stmt)
-
-
-def _exhausted(svc: Services, event_ids: list[int]) -> list[int]:
-    """Those of the events that have had every attempt RECEIVER_MAX_RETRIES allows."""
-    stmt = select(Event.id).where(Event.id.in_(event_ids), Event.attempts > svc.settings.max_retries)
-    with svc.engine.connect() as conn:
-        return list(conn.scalars(stmt))
-
-
-def _set_status(svc: Services, event_ids: list[int], status: str, error: str | None, ignored: str | None = None) -> None:
-    """Move events on, but never out of a final status: a late duplicate must not undo a result."""
-    if not event_ids:
-        return
-    now = utcnow()
-    values: dict[str, object] = {
-        "status": status, "last_error": error, "ignored_reason": ignored and ignored[:255], "updated_at": now
-    }
-    if status == EventStatus.PROCESSED:
-        values["processed_at"] = now
-    stmt = update(Event).where(Event.id.in_(event_ids), Event.status.in_(WAITING)).values(**values)
-    with svc.engine.begin() as conn:
-        conn.execute(stmt)
-
-
 def stuck_events(svc: Services) -> list[int]:
     """Events no worker took within the grace period, and failed ones whose retry never came."""
-    now = utcnow()
     grace = timedelta(seconds=svc.settings.sweep_grace)
-    retry_lost = grace + timedelta(seconds=svc.settings.retry_backoff_max)
-    stmt = (
-        select(Event.id)
-        .where(
-            or_(
-                Event.status.in_([EventStatus.RECEIVED, EventStatus.QUEUED]) & (Event.updated_at < now - grace),
-                (Event.status == EventStatus.FAILED) & (Event.updated_at < now - retry_lost),
-            )
-        )
-        .order_by(Event.id)
-        .limit(1000)
-    )
-    with svc.engine.connect() as conn:
-        return list(conn.scalars(stmt))
+    return inbox.stuck(svc.engine, grace, grace + timedelta(seconds=svc.settings.retry_backoff_max))
 
 
 FINAL_STATUSES = ("completed", "cancelled", "closed")

@@ -16,7 +16,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError, OperationalError
 
-from receiver import dispatch
+from receiver import inbox
 from receiver.errors import PermanentProviderError, TransientProviderError
 from receiver.models import Alert, Event, EventStatus, Order, utcnow
 from receiver.providers import LineSnapshot, OrderRef, OrderSnapshot, family_for
@@ -274,7 +274,7 @@ def test_a_taobao_message_of_dajisaas_is_ignored(svc: Any) -> None:
 def test_a_final_status_is_never_undone(svc: Any) -> None:
     done = {s: add_event(svc, status=s) for s in (EventStatus.PROCESSED, EventStatus.IGNORED, EventStatus.DEAD)}
     waiting = {s: add_event(svc, status=s) for s in (EventStatus.RECEIVED, EventStatus.QUEUED, EventStatus.FAILED)}
-    pipeline._set_status(svc, [*done.values(), *waiting.values()], EventStatus.FAILED, "HTTP 502")
+    inbox.set_status(svc.engine, [*done.values(), *waiting.values()], EventStatus.FAILED, "HTTP 502")
     got = statuses(svc)
     assert {s: got[i][0] for s, i in done.items()} == {s: s for s in done}
     assert {got[i] for i in waiting.values()} == {(EventStatus.FAILED, 0, "HTTP 502")}
@@ -282,7 +282,7 @@ def test_a_final_status_is_never_undone(svc: Any) -> None:
 
 def test_an_ignored_reason_is_cut_to_its_column(svc: Any) -> None:
     event = add_event(svc)
-    pipeline._set_status(svc, [event], EventStatus.IGNORED, None, ignored="r" * 300)
+    inbox.set_status(svc.engine, [event], EventStatus.IGNORED, None, ignored="r" * 300)
     with svc.Session() as session:
         assert session.get(Event, event).ignored_reason == "r" * 255
 
@@ -303,12 +303,12 @@ def test_reopen_puts_dead_failed_and_processed_events_back(svc: Any) -> None:
     events = {s: add_event(svc, status=s) for s in EventStatus}
     with svc.engine.begin() as conn:
         conn.execute(update(Event).values(last_error="HTTP 502"))
-    reopened = dispatch.reopen(svc, list(events.values()))
+    reopened = inbox.reopen(svc.engine, list(events.values()))
     assert reopened == sorted(i for s, i in events.items() if s != EventStatus.IGNORED)
     got = statuses(svc)
     assert got[events[EventStatus.DEAD]] == (EventStatus.RECEIVED, 0, None)
     assert got[events[EventStatus.IGNORED]] == (EventStatus.IGNORED, 0, "HTTP 502")
-    assert dispatch.reopen(svc, []) == []
+    assert inbox.reopen(svc.engine, []) == []
 
 
 def test_select_for_replay_filters_by_status_source_and_time(svc: Any) -> None:
@@ -317,14 +317,14 @@ def test_select_for_replay_filters_by_status_source_and_time(svc: Any) -> None:
     b = add_event(svc, status=EventStatus.DEAD, source="thai")
     c = add_event(svc, status=EventStatus.DEAD)
     add_event(svc, status=EventStatus.FAILED)
-    assert dispatch.select_for_replay(svc, EventStatus.DEAD, None, None) == [a, b, c]
-    assert dispatch.select_for_replay(svc, EventStatus.DEAD, "demo", None) == [a, c]
-    assert dispatch.select_for_replay(svc, EventStatus.DEAD, None, now - timedelta(hours=1)) == [b, c]
+    assert inbox.select_for_replay(svc.engine, EventStatus.DEAD, None, None) == [a, b, c]
+    assert inbox.select_for_replay(svc.engine, EventStatus.DEAD, "demo", None) == [a, c]
+    assert inbox.select_for_replay(svc.engine, EventStatus.DEAD, None, now - timedelta(hours=1)) == [b, c]
 
 
 def test_exhausted_counts_attempts_over_the_retries(svc: Any) -> None:
     tried = [add_event(svc, attempts=n) for n in (2, 3, 4, 9)]
-    assert pipeline._exhausted(svc, tried) == tried[2:]
+    assert inbox.exhausted(svc.engine, tried, svc.settings.max_retries) == tried[2:]
 
 
 # --- refetch_order and reconcile, with a fake provider -------------------------------------------
@@ -450,11 +450,11 @@ def test_limited_http_takes_a_token_of_the_sources_bucket_per_call(svc: Any) -> 
 
 def test_only_the_events_asked_for_are_exhausted_or_reopened(svc: Any) -> None:
     asked, other = add_event(svc, status=EventStatus.DEAD, attempts=5), add_event(svc, status=EventStatus.DEAD, attempts=5)
-    assert pipeline._exhausted(svc, [asked]) == [asked]
+    assert inbox.exhausted(svc.engine, [asked], svc.settings.max_retries) == [asked]
     old = utcnow() - timedelta(hours=1)
     with svc.engine.begin() as conn:
         conn.execute(update(Event).values(updated_at=old))
-    assert dispatch.reopen(svc, [asked]) == [asked]
+    assert inbox.reopen(svc.engine, [asked]) == [asked]
     with svc.Session() as session:
         reopened, left = session.get(Event, asked), session.get(Event, other)
         assert (reopened.status, left.status) == (EventStatus.RECEIVED, EventStatus.DEAD)
@@ -463,9 +463,10 @@ def test_only_the_events_asked_for_are_exhausted_or_reopened(svc: Any) -> None:
 
 @pytest.fixture
 def frozen_now(monkeypatch: pytest.MonkeyPatch) -> datetime:
-    """The pipeline's utcnow, stopped."""
+    """The pipeline's and the inbox's utcnow, stopped."""
     now = datetime(2026, 5, 20, 8, 0, tzinfo=timezone.utc)
     monkeypatch.setattr(pipeline, "utcnow", lambda: now)
+    monkeypatch.setattr(inbox, "utcnow", lambda: now)
     return now
 
 
@@ -493,7 +494,7 @@ def test_select_for_replay_includes_the_first_moment(svc: Any) -> None:
     at = datetime(2026, 5, 20, 8, 0, tzinfo=timezone.utc)
     on_time = add_event(svc, status=EventStatus.DEAD, updated_at=at)
     add_event(svc, status=EventStatus.DEAD, updated_at=at - timedelta(milliseconds=1))
-    assert dispatch.select_for_replay(svc, EventStatus.DEAD, "demo", at) == [on_time]
+    assert inbox.select_for_replay(svc.engine, EventStatus.DEAD, "demo", at) == [on_time]
 
 
 def test_stale_open_orders_at_the_edge_and_past_tried_ones(svc: Any, provider: Any, frozen_now: datetime) -> None:
@@ -558,7 +559,7 @@ def test_a_dead_letter_alert_is_one_per_order_and_window(svc: Any, monkeypatch: 
 def test_an_attempt_is_stamped_for_the_sweeper(svc: Any) -> None:
     old = utcnow() - timedelta(minutes=5)
     event = add_event(svc, updated_at=old)
-    pipeline._count_attempt(svc, [event])
+    inbox.count_attempt(svc.engine, [event])
     with svc.Session() as session:
         got = session.get(Event, event)
         assert (got.attempts, got.updated_at > old) == (1, True)
