@@ -11,6 +11,7 @@ import csv
 import io
 import json
 import logging
+import re
 from datetime import timedelta
 from typing import Any
 
@@ -375,7 +376,7 @@ def orders() -> ResponseReturnValue:
     return render_template("admin/orders.html", orders=listed, more=more and page < MAX_PAGE, page=page, filters=filters)
 
 
-@bp.get("/orders/<source>/<order_id>")
+@bp.get("/orders/<source>/<path:order_id>")  # ids come from pushes and may hold a "/"
 def order(source: str, order_id: str) -> str:
     """One order: its state in yuan, its lines, the timeline of its changes and the events that named it."""
     with services().ReadSession() as session:
@@ -396,7 +397,7 @@ def order(source: str, order_id: str) -> str:
                            refetch=request.args.get("refetch"))
 
 
-@bp.post("/orders/<source>/<order_id>/refetch")
+@bp.post("/orders/<source>/<path:order_id>/refetch")
 def refetch_order(source: str, order_id: str) -> ResponseReturnValue:
     """Ask a worker to re-fetch one order through the pipeline's claim, as a push would."""
     check_csrf(request.form.get("csrf_token"))
@@ -442,9 +443,14 @@ def changes() -> str:
                            filters={"since": request.args.get("since", "24h"), "source": source})
 
 
+PLAIN_NUMBER = re.compile(r"-?\d+(\.\d+)?")
+
+
 def csv_cell(value: Any) -> Any:
-    """A cell safe to open in a spreadsheet: text that a spreadsheet would run as a formula gets a leading quote."""
-    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
+    """A cell safe to open in a spreadsheet: text that a spreadsheet would run as a formula gets a leading quote.
+
+    A plain number stays a number (a price cut of -1.55 must still add up)."""
+    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r") and not PLAIN_NUMBER.fullmatch(value):
         return "'" + value
     return value
 

@@ -25,7 +25,7 @@ UNITS = {"m": 60, "h": 3600, "d": 86400}
 
 def when_arg(name: str, default: str = "") -> datetime | None:
     """A query argument naming a moment: how long ago (30m, 6h, 1d, 7d) or a UTC date or time; None when empty."""
-    text = request.args.get(name, default).strip()
+    text = (request.args.get(name) or default).strip()  # a cleared form field means the default
     if not text:
         return None
     now = datetime.now(timezone.utc)

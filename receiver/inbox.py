@@ -2,9 +2,10 @@
 
 Every push is stored raw, in one short transaction, before we answer (`store_push`, the hot path);
 every later change of an event's status (queued, processed, ignored, failed, dead, reopened for a
-replay, purged) and every listing of events for the admin pages, the API and the CLI go through the
-functions below, so that the rules (a final status is never undone, a replay reopens only what it
-may) hold in one place. The worker's pipeline decides what happens; this module writes it down.
+replay, purged) goes through the functions below, so that the rules (a final status is never
+undone, a replay reopens only what it may) hold in one place, and so does the filtered listing the
+admin inbox, the API and the CLI share. The worker's pipeline decides what happens; this module
+writes it down. (Pages that read one event or count a few statuses query the table themselves.)
 """
 from __future__ import annotations
 
@@ -232,10 +233,11 @@ def mark_queued(engine: Engine, event_ids: list[int]) -> None:
         conn.execute(stmt)
 
 
-def set_status(engine: Engine, event_ids: list[int], status: str, error: str | None, ignored: str | None = None) -> None:
-    """Move events on, but never out of a final status: a late duplicate must not undo a result."""
+def set_status(engine: Engine, event_ids: list[int], status: str, error: str | None, ignored: str | None = None) -> int:
+    """Move events on, but never out of a final status (a late duplicate must not undo a result);
+    return how many moved."""
     if not event_ids:
-        return
+        return 0
     now = utcnow()
     values: dict[str, object] = {"status": status, "last_error": error, "updated_at": now}
     values["ignored_reason"] = ignored and ignored[:255]
@@ -243,7 +245,7 @@ def set_status(engine: Engine, event_ids: list[int], status: str, error: str | N
         values["processed_at"] = now
     stmt = update(Event).where(Event.id.in_(event_ids), Event.status.in_(WAITING)).values(**values)
     with engine.begin() as conn:
-        conn.execute(stmt)
+        return conn.execute(stmt).rowcount
 
 
 def count_attempt(engine: Engine, event_ids: list[int]) -> None:

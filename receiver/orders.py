@@ -5,7 +5,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select, union
+from sqlalchemy import or_, select, union
 from sqlalchemy.orm import Session, selectinload
 
 from receiver.models import Order, OrderChange, OrderLine, utcnow
@@ -215,6 +215,9 @@ class MoneyChange:
     cause: str
 
 
+CLOSURE_FIELDS = tuple(field for field, kind in CHANGE_KINDS.items() if kind == "closed")
+
+
 def money_changes(session: Session, since: datetime, until: datetime, source: str | None = None) -> list[MoneyChange]:
     """Price corrections, refunds and closures recorded in [since, until), newest first.
 
@@ -226,6 +229,8 @@ def money_changes(session: Session, since: datetime, until: datetime, source: st
         .join(Order, Order.id == c.order_id)
         # `old IS NOT NULL` as the partial index ix_order_changes_field_at says it, so that it is used.
         .where(c.field.in_(tuple(CHANGE_KINDS)), c.at >= since, c.at < until, c.old.is_not(None))
+        # A status change is listed only when it closed the order: the others are left in the database.
+        .where(or_(c.field.not_in(CLOSURE_FIELDS), c.new.in_(CLOSED)))
         .order_by(c.at.desc(), c.id.desc())
     )
     if source:

@@ -160,9 +160,10 @@ def handle_refetch(svc: Services, wanted: Wanted, retries: int) -> Outcome:
 def dead_letter(svc: Services, event_ids: list[int], error: str, wanted: Wanted | None = None) -> Outcome:
     """Mark events dead with their error and raise the alert (one per order and window); replay
     puts them back."""
-    inbox.set_status(svc.engine, event_ids, EventStatus.DEAD, error)
+    died = inbox.set_status(svc.engine, event_ids, EventStatus.DEAD, error)
+    if died:  # the chart counts events that died now, not those a late duplicate named again
+        stats.note(["dead"], died)
     if event_ids:
-        stats.note(["dead"], len(event_ids))
         where = f"{wanted.source} order {wanted.ref.order_id}" if wanted else f"event {event_ids[0]}"
         alerts.raise_alert(
             svc,

@@ -86,7 +86,8 @@ def test_the_list_is_newest_change_first_and_filters(app, client):
 
 
 def test_changes_of_the_day_with_totals_per_source_and_a_csv(app, client):
-    seed(app, "demo", "A-1", "N-1", [("total_amount", "23344", "23189"), ("discount", "0", "155")], timedelta(hours=2))
+    seed(app, "demo", "A-1", "N-1", [("total_amount", "23344", "23189"), ("discount", "0", "155"),
+                                     ("status", "awaiting_payment", "awaiting_shipment")], timedelta(hours=2))  # not a closure
     seed(app, "demo", "=HYPERLINK(\"http://evil\")", "+N-2", [("refund_amount", "0", "505"), ("status", "shipped", "closed")], timedelta(hours=1))
     seed(app, "daji", "B-1", "N-3", [("refund_amount", "505", "1010"), ("refund_amount", "1010", "0")], timedelta(minutes=30))
     seed(app, "daji", "B-OLD", "N-4", [("total_amount", "23344", "100")], timedelta(days=3))  # outside the window
@@ -100,6 +101,7 @@ def test_changes_of_the_day_with_totals_per_source_and_a_csv(app, client):
     assert re.findall(r'class="num">([^<]*)<', daji) == ["0", "0.00 CNY", "1", "5.05 CNY", "0"]
     assert "B-OLD" not in html and "B-NEW" not in html
     assert "2 change(s)" in text(client, "/admin/changes", source="daji", since="4d")
+    assert "4 change(s)" in text(client, "/admin/changes", since="")  # a cleared field: the default day
 
     resp = client.get("/admin/changes.csv", headers=ADMIN)
     assert resp.status_code == 200 and resp.mimetype == "text/csv" and "attachment" in resp.headers["Content-Disposition"]
@@ -108,7 +110,7 @@ def test_changes_of_the_day_with_totals_per_source_and_a_csv(app, client):
         ("B-1", "refund", "5.05", "10.10", "5.05", "505"),
         ("'=HYPERLINK(\"http://evil\")", "closed", "shipped", "closed", "", ""),
         ("'=HYPERLINK(\"http://evil\")", "refund", "0.00", "5.05", "5.05", "505"),
-        ("A-1", "price", "233.44", "231.89", "'-1.55", "-155"),
+        ("A-1", "price", "233.44", "231.89", "-1.55", "-155"),  # a number a spreadsheet can add up
     ]
     assert rows[1]["order_no"] == "'+N-2" and rows[0]["cause"] == "event:7"
 
@@ -120,3 +122,16 @@ def test_refetch_now_with_the_queue_down_is_a_503_that_says_so(app, client, make
     token = page_token(client, f"/admin/orders/demo/{TAOBAO}")
     resp = down.post(f"/admin/orders/demo/{TAOBAO}/refetch", data={"csrf_token": token}, headers=ADMIN)
     assert resp.status_code == 503 and "queue" in resp.get_data(as_text=True)
+
+
+def test_an_order_is_found_by_its_purchase_id_and_opens_whatever_its_id_holds(app, client, stored_event):
+    at = utcnow() - timedelta(minutes=5)
+    with app.extensions["receiver"].Session.begin() as session:
+        session.add(Order(source="demo", platform="taobao", provider_order_id="PO/2026/77", order_no="N-9", purchase_id="P-4711",
+                          status="shipped", raw_status="shipped", total_amount=6330, fetched_at=at, changed_at=at, version=1))
+    by_order_no = stored_event(order_id="N-9")  # a push that named the order by another of its ids
+    resp = client.get("/admin/orders", query_string={"q": "P-4711"}, headers=ADMIN)
+    assert resp.status_code == 303 and resp.location == "/admin/orders/demo/PO/2026/77"
+    html = text(client, resp.location)
+    assert 'id="total">63.30 CNY<' in html and f'id="event-{by_order_no}"' in html
+    assert 'action="/admin/orders/demo/PO/2026/77/refetch"' in html

@@ -36,7 +36,7 @@ def test_history_values_show_amounts_in_yuan_and_the_rest_as_recorded(field, val
 
 
 @pytest.mark.parametrize(("value", "cell"), [
-    ("=HYPERLINK(\"http://x\")", "'=HYPERLINK(\"http://x\")"), ("+N-2", "'+N-2"), ("-1.55", "'-1.55"), ("@SUM(A1)", "'@SUM(A1)"),
+    ("=HYPERLINK(\"http://x\")", "'=HYPERLINK(\"http://x\")"), ("+N-2", "'+N-2"), ("-1.55", "-1.55"), ("-1+1", "'-1+1"), ("-cmd", "'-cmd"), ("@SUM(A1)", "'@SUM(A1)"),
     ("\tcmd", "'\tcmd"), ("\rcmd", "'\rcmd"), ("2542285634920880794", "2542285634920880794"), ("a=b", "a=b"), ("", ""),
     (-155, -155), (None, None),
 ])

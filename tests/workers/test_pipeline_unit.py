@@ -274,7 +274,7 @@ def test_a_taobao_message_of_dajisaas_is_ignored(svc: Any) -> None:
 def test_a_final_status_is_never_undone(svc: Any) -> None:
     done = {s: add_event(svc, status=s) for s in (EventStatus.PROCESSED, EventStatus.IGNORED, EventStatus.DEAD)}
     waiting = {s: add_event(svc, status=s) for s in (EventStatus.RECEIVED, EventStatus.QUEUED, EventStatus.FAILED)}
-    inbox.set_status(svc.engine, [*done.values(), *waiting.values()], EventStatus.FAILED, "HTTP 502")
+    assert inbox.set_status(svc.engine, [*done.values(), *waiting.values()], EventStatus.FAILED, "HTTP 502") == 3
     got = statuses(svc)
     assert {s: got[i][0] for s, i in done.items()} == {s: s for s in done}
     assert {got[i] for i in waiting.values()} == {(EventStatus.FAILED, 0, "HTTP 502")}
