@@ -75,19 +75,26 @@ class DriverStatement:
 
 
 @contextmanager
-def driver_cursor(engine: Engine) -> Iterator[Any]:
+def driver_cursor(engine: Engine, autocommit: bool = False) -> Iterator[Any]:
     """A driver cursor in a transaction on a pooled connection, committed when the block ends.
 
+    `autocommit`: the block runs a single statement, which on PostgreSQL is then its own
+    transaction: one round trip instead of three (BEGIN, the statement, COMMIT), and committed when
+    it returns, as before. SQLite ignores it: its writers still queue on BEGIN IMMEDIATE and the flock.
     An exception rolls the transaction back: the pool does so for every connection returned to it.
     Driver errors are raised as SQLAlchemy's, as the rest of the code expects them.
     """
     dbapi_error = engine.dialect.loaded_dbapi.Error
     connection = None
+    switched = False
     try:
         connection = engine.raw_connection()
-        begin = getattr(connection.dbapi_connection, "begin_immediate", None)  # receiver.sqlite's
+        driver = connection.dbapi_connection
+        begin = getattr(driver, "begin_immediate", None)  # receiver.sqlite's
         if begin is not None:
             begin()
+        elif autocommit:
+            driver.autocommit = switched = True  # type: ignore[union-attr]
         cursor = connection.cursor()
         try:
             yield cursor
@@ -98,4 +105,9 @@ def driver_cursor(engine: Engine) -> Iterator[Any]:
         raise DBAPIError.instance(None, None, err, dbapi_error) from err
     finally:
         if connection is not None:
+            if switched:
+                try:
+                    connection.dbapi_connection.autocommit = False  # type: ignore[union-attr]
+                except dbapi_error:  # a broken connection: never back into the pool half set
+                    connection.invalidate()
             connection.close()

@@ -98,9 +98,11 @@ def store_push(
         "updated_at": now,
     }
     sql = _statements(engine)
-    with driver_cursor(engine) as cursor:
+    # The INSERT alone is the transaction (one round trip on PostgreSQL): a push stored is committed.
+    with driver_cursor(engine, autocommit=True) as cursor:
         row = _first(cursor, sql.insert, values)
-        if row is None and nonce is not None:  # a duplicate, or a replay
+    if row is None and nonce is not None:  # a duplicate, or a replay; the INSERT wrote nothing
+        with driver_cursor(engine) as cursor:
             _spend(cursor, sql, {"source": source, "nonce": nonce}, now, same_push=push.dedupe_key)
     event_id = row[0] if row else None
     return Stored(event_id=event_id, duplicate=event_id is None)
