@@ -168,7 +168,9 @@ def has_control(text: str) -> bool:
     No provider id or message type has one; in our columns, logs and pages they are trouble (a NUL
     is refused by PostgreSQL, a newline forges a log line), so a push carrying one is malformed.
     """
-    return any(unicodedata.category(ch) in CONTROL_CATEGORIES for ch in text)
+    # isprintable() is one C loop, true for almost every text we see, and false for every character
+    # of these categories (and for some harmless ones, such as a no-break space): only then look closer.
+    return not text.isprintable() and any(unicodedata.category(ch) in CONTROL_CATEGORIES for ch in text)
 
 
 CONTROL_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp"})  # Cs: a lone surrogate, which no database stores

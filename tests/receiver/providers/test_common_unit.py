@@ -2,6 +2,8 @@
 permanent (dead at once), and how answers and ids are read."""
 from __future__ import annotations
 
+import sys
+import unicodedata
 from typing import Any
 
 import pytest
@@ -10,6 +12,7 @@ from marshmallow import ValidationError
 
 from receiver.errors import PermanentProviderError, TransientProviderError
 from receiver.providers import (
+    CONTROL_CATEGORIES,
     OrderRef,
     Push,
     answer_data,
@@ -165,6 +168,13 @@ def test_control_characters_are_found(text: str) -> None:
 def test_plain_text_passes(text: str) -> None:
     assert not has_control(text)
     plain_text(text)
+
+
+def test_control_characters_are_exactly_those_categories_in_all_of_unicode() -> None:
+    # has_control looks closer only at text that is not printable: nothing of these categories may pass it.
+    missed = [hex(c) for c in range(sys.maxunicode + 1) if has_control(chr(c)) != (unicodedata.category(chr(c)) in CONTROL_CATEGORIES)]
+    assert missed == []
+    assert not has_control("no-break\u00a0space") and has_control("no-break\u00a0space\u200e")
 
 
 def test_first_field_names_the_first_bad_field_or_the_default() -> None:
