@@ -1,7 +1,6 @@
 """The inbox: every push stored raw, in one short transaction, before we answer."""
 from __future__ import annotations
 
-import hashlib
 import json
 import threading
 import time
@@ -34,8 +33,8 @@ class Stored:
 # INSERT ... ON CONFLICT DO NOTHING: a duplicate costs one statement and no exception.
 _INSERT = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}
 NONCE_COLUMNS = ("source", "nonce", "seen_at")
-EVENT_COLUMNS = ("source", "message_type", "kind", "platform", "order_id", "dedupe_key", "nonce", "body_sha256",
-                 "content_type", "headers", "body", "status", "ignored_reason", "attempts", "received_at", "updated_at")
+EVENT_COLUMNS = ("source", "message_type", "kind", "platform", "order_id", "dedupe_key", "nonce", "content_type", "headers",
+                 "body", "status", "ignored_reason", "attempts", "received_at", "updated_at")
 
 
 @dataclass(frozen=True)
@@ -66,6 +65,28 @@ def _statements(engine: Engine) -> _Statements:
     )
 
 
+def event_values(source: str, raw: RawPush, push: Push, nonce: str | None, now: datetime) -> dict[str, Any]:
+    """The inbox row of a push: every column of EVENT_COLUMNS."""
+    headers = {name: value for name in KEPT_HEADERS if (value := raw.headers.get(name)) is not None}
+    return {
+        "source": source,
+        "message_type": push.message_type,
+        "kind": push.kind,
+        "platform": push.order.platform if push.order else None,
+        "order_id": push.order.order_id if push.order else None,
+        "dedupe_key": push.dedupe_key,
+        "nonce": nonce,
+        "content_type": raw.content_type[:128],
+        "headers": json.dumps(headers),  # KEPT_HEADERS is sorted
+        "body": raw.body,
+        "status": EventStatus.RECEIVED if push.actionable else EventStatus.IGNORED,
+        "ignored_reason": push.ignored_reason,
+        "attempts": 0,
+        "received_at": now,
+        "updated_at": now,
+    }
+
+
 def store_push(
     engine: Engine, source: str, raw: RawPush, push: Push, nonce: str | None = None, received_at: datetime | None = None
 ) -> Stored:
@@ -78,25 +99,7 @@ def store_push(
     nonce behind to refuse its retry.
     """
     now = received_at or utcnow()
-    headers = {name: value for name in KEPT_HEADERS if (value := raw.headers.get(name)) is not None}
-    values = {
-        "source": source,
-        "message_type": push.message_type,
-        "kind": push.kind,
-        "platform": push.order.platform if push.order else None,
-        "order_id": push.order.order_id if push.order else None,
-        "dedupe_key": push.dedupe_key,
-        "nonce": nonce,
-        "body_sha256": hashlib.sha256(raw.body).hexdigest(),
-        "content_type": raw.content_type[:128],
-        "headers": json.dumps(headers),  # KEPT_HEADERS is sorted
-        "body": raw.body,
-        "status": EventStatus.RECEIVED if push.actionable else EventStatus.IGNORED,
-        "ignored_reason": push.ignored_reason,
-        "attempts": 0,
-        "received_at": now,
-        "updated_at": now,
-    }
+    values = event_values(source, raw, push, nonce, now)
     sql = _statements(engine)
     # The INSERT alone is the transaction (one round trip on PostgreSQL): a push stored is committed.
     with driver_cursor(engine, autocommit=True) as cursor:
