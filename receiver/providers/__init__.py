@@ -10,9 +10,9 @@ import unicodedata
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import cache
-from typing import TYPE_CHECKING, Any, Iterator, Mapping, Protocol
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, Protocol
 
-from marshmallow import ValidationError
+from marshmallow import EXCLUDE, ValidationError, missing
 
 from receiver.errors import PermanentProviderError, TransientProviderError
 
@@ -180,6 +180,33 @@ def plain_text(value: str) -> None:
     """A marshmallow validator: no control characters (see `has_control`)."""
     if has_control(value):
         raise ValidationError("must not contain control characters")
+
+
+def loader(schema: Schema) -> Callable[[Mapping[str, Any]], dict[str, Any]]:
+    """`schema.load` for a flat schema that drops unknown keys and has no hooks, at a tenth of its cost.
+
+    Each of the schema's own fields deserializes and validates its value, as `schema.load` has them
+    do, without `Schema.load`'s machinery around them (about 0.1 ms of a push's 0.5). Whatever a
+    field refuses is loaded again by `schema.load` itself, so a refusal and its message are the
+    schema's: the schema stays the one statement of the rules.
+    """
+    hooks = getattr(schema, "_hooks", None)
+    if hooks is None or any(hooks.values()) or schema.unknown != EXCLUDE:
+        raise ValueError(f"{type(schema).__name__} needs Schema.load: it has hooks or keeps unknown keys")
+    plan = [(f.data_key or name, f.attribute or name, f) for name, f in schema.load_fields.items()]
+
+    def load(data: Mapping[str, Any]) -> dict[str, Any]:
+        loaded: dict[str, Any] = {}
+        try:
+            for key, attr, field in plan:
+                value = field.deserialize(data.get(key, missing), key, data)
+                if value is not missing:
+                    loaded[attr] = value
+        except ValidationError:
+            return schema.load(data)  # type: ignore[no-any-return]  # raises the schema's own error
+        return loaded
+
+    return load
 
 
 def first_field(err: ValidationError, default: str) -> str:

@@ -33,6 +33,7 @@ from receiver.providers import (
     answer_data,
     first_field,
     has_control,
+    loader,
     order_records,
     plain_text,
     post_json,
@@ -266,6 +267,7 @@ class TaobaoMessageSchema(Schema):
 
 MESSAGE = MessageSchema()  # reused: building a schema per push costs more than the load
 TAOBAO_MESSAGE = TaobaoMessageSchema()
+LOADERS = {MESSAGE: loader(MESSAGE), TAOBAO_MESSAGE: loader(TAOBAO_MESSAGE)}
 
 
 def _form(raw: RawPush) -> dict[str, str]:
@@ -306,7 +308,7 @@ def message_order_id(data: Mapping[str, Any]) -> str | None:
 
 def _load(schema: Schema, data: dict[str, Any]) -> dict[str, Any]:
     try:
-        return schema.load(data)  # type: ignore[no-any-return]
+        return LOADERS[schema](data)
     except ValidationError as err:
         field = first_field(err, "message")
         raise MalformedPush(f"{field}: {err.messages[field]}", field=f"{MESSAGE_FIELD}.{field}") from None

@@ -34,6 +34,7 @@ from receiver.providers import (
     as_int,
     first_field,
     has_control,
+    loader,
     order_records,
     plain_text,
     request_json,
@@ -253,6 +254,7 @@ class EnvelopeSchema(Schema):
 # One instance for every push: a marshmallow schema is reusable, and building one per push costs
 # more than validating the envelope.
 ENVELOPE = EnvelopeSchema()
+LOAD_ENVELOPE = loader(ENVELOPE)
 
 
 def base_type(message_type: str) -> str:
@@ -381,7 +383,7 @@ class XportcnFamily:
         if not isinstance(data, dict):
             raise MalformedPush("body must be a JSON object", field="body")
         try:
-            env = ENVELOPE.load(data)
+            env = LOAD_ENVELOPE(data)
         except ValidationError as err:
             field = first_field(err, "body")
             raise MalformedPush(f"{field}: {err.messages[field]}", field=field) from None
