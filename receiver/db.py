@@ -78,9 +78,12 @@ class DriverStatement:
 def driver_cursor(engine: Engine, autocommit: bool = False) -> Iterator[Any]:
     """A driver cursor in a transaction on a pooled connection, committed when the block ends.
 
-    `autocommit`: the block runs a single statement, which on PostgreSQL is then its own
-    transaction: one round trip instead of three (BEGIN, the statement, COMMIT), and committed when
-    it returns, as before. SQLite ignores it: its writers still queue on BEGIN IMMEDIATE and the flock.
+    `autocommit`: the block runs a single statement, which is then its own transaction, committed
+    when it returns. On PostgreSQL that is one round trip instead of three (BEGIN, the statement,
+    COMMIT). On SQLite the writer's flock is still taken first, but SQLite's write lock is then held
+    only inside that one call, which runs without the GIL (an INSERT without RETURNING): with BEGIN
+    IMMEDIATE the lock was held across five returns to Python, each waiting for the GIL while
+    every other writer waited for the lock.
     An exception rolls the transaction back: the pool does so for every connection returned to it.
     Driver errors are raised as SQLAlchemy's, as the rest of the code expects them.
     """
@@ -90,9 +93,8 @@ def driver_cursor(engine: Engine, autocommit: bool = False) -> Iterator[Any]:
     try:
         connection = engine.raw_connection()
         driver = connection.dbapi_connection
-        begin = getattr(driver, "begin_immediate", None)  # receiver.sqlite's
-        if begin is not None:
-            begin()
+        if hasattr(driver, "begin_immediate"):  # receiver.sqlite's
+            driver.lock_writer() if autocommit else driver.begin_immediate()  # type: ignore[union-attr]
         elif autocommit:
             driver.autocommit = switched = True  # type: ignore[union-attr]
         cursor = connection.cursor()

@@ -55,10 +55,11 @@ def _statements(engine: Engine) -> _Statements:
     in_nonces = (nonces.c.source == source, nonces.c.nonce == nonce)
     # INSERT ... SELECT ... WHERE NOT EXISTS: the nonce check and the insert in one statement.
     row = select(*(bindparam(name, type_=events.c[name].type) for name in EVENT_COLUMNS)).where(~exists().where(*in_nonces))
+    store = insert(events).from_select(EVENT_COLUMNS, row).on_conflict_do_nothing()
     return _Statements(
-        insert=DriverStatement.compile(
-            engine, insert(events).from_select(EVENT_COLUMNS, row).on_conflict_do_nothing().returning(events.c.id)
-        ),
+        # SQLite: no RETURNING, whose statement would stay open, the write lock with it, until the row
+        # is fetched; the new id is the cursor's lastrowid.
+        insert=DriverStatement.compile(engine, store if engine.dialect.name == "sqlite" else store.returning(events.c.id)),
         spent=DriverStatement.compile(engine, select(nonces.c.nonce).where(*in_nonces)),
         holder=DriverStatement.compile(engine, select(events.c.dedupe_key).where(events.c.source == source, events.c.nonce == nonce)),
         spend=DriverStatement.compile(engine, insert(nonces).on_conflict_do_nothing(), NONCE_COLUMNS),
@@ -103,12 +104,20 @@ def store_push(
     sql = _statements(engine)
     # The INSERT alone is the transaction (one round trip on PostgreSQL): a push stored is committed.
     with driver_cursor(engine, autocommit=True) as cursor:
-        row = _first(cursor, sql.insert, values)
-    if row is None and nonce is not None:  # a duplicate, or a replay; the INSERT wrote nothing
+        cursor.execute(sql.insert.sql, sql.insert.params(values))
+        event_id = _inserted_id(cursor)
+    if event_id is None and nonce is not None:  # a duplicate, or a replay; the INSERT wrote nothing
         with driver_cursor(engine) as cursor:
             _spend(cursor, sql, {"source": source, "nonce": nonce}, now, same_push=push.dedupe_key)
-    event_id = row[0] if row else None
     return Stored(event_id=event_id, duplicate=event_id is None)
+
+
+def _inserted_id(cursor: Any) -> int | None:
+    """The id of the row the inbox INSERT stored, or None when it stored none."""
+    if cursor.description is not None:  # RETURNING
+        row = cursor.fetchone()
+        return row[0] if row else None
+    return cursor.lastrowid if cursor.rowcount == 1 else None
 
 
 def spend_nonce(engine: Engine, source: str, nonce: str) -> None:
