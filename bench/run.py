@@ -563,7 +563,7 @@ class Bench:
         with self.engine.connect() as conn:
             held = conn.execute(text("SELECT count(*) FROM events")).scalar_one()
         print(f"\r  {a.busy_inbox_events:,} events filled in {filled_in:.1f} s; the inbox holds {held:,}"
-              + (" (VACUUM ANALYZE included)" if self.engine.dialect.name == "postgresql" else ""))
+              + (" (VACUUM ANALYZE and CHECKPOINT included)" if self.engine.dialect.name == "postgresql" else ""))
         fresh = "receiver" not in self.procs.started
         url = self.receiver()
         if fresh:  # as the throughput part warms its servers up
