@@ -96,8 +96,8 @@ def store_push(
     A nonce is spent once: by the event it arrives with (`events.nonce`, unique per source), or, when
     the push is a duplicate, in `nonces`. A push whose nonce is spent is refused (ReplayedNonce),
     unless it is the very push that spent it, sent again because our answer was lost: a duplicate.
-    The checks run in the transaction that stores the push, so a push we could not store leaves no
-    nonce behind to refuse its retry.
+    The INSERT itself refuses a spent nonce, and a nonce is spent only once the push is stored or
+    known to be a duplicate, so a push we could not store leaves no nonce behind to refuse its retry.
     """
     now = received_at or utcnow()
     values = event_values(source, raw, push, nonce, now)
