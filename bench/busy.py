@@ -74,7 +74,7 @@ def source_slots(n: int) -> tuple[int, ...]:
     return tuple([0] * (SLOTS - rest) + [1 + k % (n - 1) for k in range(rest)])
 
 
-COLUMNS = ("source", "message_type", "kind", "platform", "order_id", "dedupe_key", "nonce", "body_sha256", "content_type",
+COLUMNS = ("source", "message_type", "kind", "platform", "order_id", "dedupe_key", "nonce", "content_type",
            "headers", "body", "status", "ignored_reason", "attempts", "last_error", "received_at", "updated_at", "processed_at")
 
 
@@ -127,7 +127,7 @@ def _sqlite_row(i: int, count: int, sources: tuple[str, ...], newest: datetime, 
     headers = json.dumps({"access-key": f"ak-{source}", "content-length": str(len(body)), "content-type": "application/json",
                           "nonce-str": dedupe[:32], "signature": body_sha[:32], "timestamp": str(1780000000000 + i),
                           "user-agent": "Apache-HttpClient/4.5.13 (Java/1.8.0_371)", "user-id": "2100000000009"})
-    return (source, p.message_type, p.kind, p.platform, order_id, dedupe, dedupe[:32], body_sha, "application/json",
+    return (source, p.message_type, p.kind, p.platform, order_id, dedupe, dedupe[:32], "application/json",
             headers, body, p.status, p.ignored_reason, p.attempts, p.last_error, received,
             done if p.status != "ignored" else received, done if p.status == "processed" else None)
 
@@ -146,7 +146,7 @@ def _fill_postgresql(engine: Engine, count: int, sources: tuple[str, ...], newes
     source_index = ", ".join(str(k + 1) for k in source_slots(len(sources)))
     sql = f"""
         INSERT INTO events ({', '.join(COLUMNS)})
-        SELECT source, message_type, kind, platform, order_id, dedupe, left(dedupe, 32), encode(sha256(body), 'hex'),
+        SELECT source, message_type, kind, platform, order_id, dedupe, left(dedupe, 32),
                'application/json',
                json_build_object('access-key', 'ak-' || source, 'content-length', length(body)::text,
                                  'content-type', 'application/json', 'nonce-str', left(dedupe, 32),
@@ -179,9 +179,12 @@ def _fill_postgresql(engine: Engine, count: int, sources: tuple[str, ...], newes
         if progress:
             progress(stop + 1)
     # Autovacuum would otherwise analyse the million new rows during the run: a month-old table
-    # has long been vacuumed and analysed.
+    # has long been vacuumed and analysed. And its pages have long been written: without the
+    # CHECKPOINT the fill's gigabyte of dirty pages is written during the run, by a checkpoint spread
+    # over minutes, which took 0.4-0.7 of a core from the pushes (docs/benchmarks.md).
     with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
         conn.execute(text("VACUUM ANALYZE events"))
+        conn.execute(text("CHECKPOINT"))
 
 
 @dataclass

@@ -63,18 +63,26 @@ def _bare_wsgi(app: Flask) -> Callable[[dict[str, Any], Callable[..., Any]], Ite
     return callbacks
 
 
+def _replace(owner: Any, name: str, stand_in: Any) -> None:
+    """Set `owner.name` to `stand_in`, or stop if the code no longer has it: a renamed part would
+    otherwise stay in, and the variant would price nothing."""
+    if not callable(getattr(owner, name, None)):
+        raise SystemExit(f"bench.variants: {getattr(owner, '__name__', owner)!s}.{name} is gone; update bench/variants.py")
+    setattr(owner, name, stand_in)
+
+
 def build(variant: str) -> Flask:
     """The receiver app with `variant` applied."""
     if variant not in VARIANTS:
         raise SystemExit(f"unknown variant {variant!r}; one of {', '.join(VARIANTS)}")
     if variant in ("no-store", "no-parse"):
-        intake.store_push = _no_store  # type: ignore[assignment]
+        _replace(intake, "store_push", _no_store)
     if variant == "no-parse":
         push = Push("1688_ORDER_BUYER_VIEW_ORDER_PRICE_MODIFY", "price", "0" * 64, OrderRef("1688", "1"))
-        xportcn.XportcnFamily.parse_push = _fixed_push(push)  # type: ignore[method-assign]
+        _replace(xportcn.XportcnFamily, "parse_push", _fixed_push(push))
     app = create_app()
     if variant == "no-publish":
-        app.extensions["publisher"].put = lambda event_id: None
+        _replace(app.extensions["publisher"], "put", lambda event_id: None)
     if variant == "bare-wsgi":
         app.wsgi_app = _bare_wsgi(app)  # type: ignore[method-assign]
     return app

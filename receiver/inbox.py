@@ -9,7 +9,6 @@ writes it down. (Pages that read one event or count a few statuses query the tab
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import threading
 import time
@@ -40,8 +39,8 @@ class Stored:
 # INSERT ... ON CONFLICT DO NOTHING: a duplicate costs one statement and no exception.
 _INSERT: dict[str, Any] = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}
 NONCE_COLUMNS = ("source", "nonce", "seen_at")
-EVENT_COLUMNS = ("source", "message_type", "kind", "platform", "order_id", "dedupe_key", "nonce", "body_sha256",
-                 "content_type", "headers", "body", "status", "ignored_reason", "attempts", "received_at", "updated_at")
+EVENT_COLUMNS = ("source", "message_type", "kind", "platform", "order_id", "dedupe_key", "nonce", "content_type", "headers",
+                 "body", "status", "ignored_reason", "attempts", "received_at", "updated_at")
 
 
 @dataclass(frozen=True)
@@ -63,16 +62,39 @@ def _statements(engine: Engine) -> _Statements:
     in_nonces = (nonces.c.source == source, nonces.c.nonce == nonce)
     # INSERT ... SELECT ... WHERE NOT EXISTS: the nonce check and the insert in one statement.
     row = select(*(bindparam(name, type_=events.c[name].type) for name in EVENT_COLUMNS)).where(~exists().where(*in_nonces))
+    store = insert(events).from_select(EVENT_COLUMNS, row).on_conflict_do_nothing()
     return _Statements(
-        insert=DriverStatement.compile(
-            engine, insert(events).from_select(EVENT_COLUMNS, row).on_conflict_do_nothing().returning(events.c.id)
-        ),
+        # SQLite: no RETURNING, whose statement would stay open, the write lock with it, until the row
+        # is fetched; the new id is the cursor's lastrowid.
+        insert=DriverStatement.compile(engine, store if engine.dialect.name == "sqlite" else store.returning(events.c.id)),
         spent=DriverStatement.compile(engine, select(nonces.c.nonce).where(*in_nonces)),
         holder=DriverStatement.compile(
             engine, select(events.c.dedupe_key).where(events.c.source == source, events.c.nonce == nonce)
         ),
         spend=DriverStatement.compile(engine, insert(nonces).on_conflict_do_nothing(), NONCE_COLUMNS),
     )
+
+
+def event_values(source: str, raw: RawPush, push: Push, nonce: str | None, now: datetime) -> dict[str, Any]:
+    """The inbox row of a push: every column of EVENT_COLUMNS."""
+    headers = {name: value for name in KEPT_HEADERS if (value := raw.headers.get(name)) is not None}
+    return {
+        "source": source,
+        "message_type": push.message_type,
+        "kind": push.kind,
+        "platform": push.order.platform if push.order else None,
+        "order_id": push.order.order_id if push.order else None,
+        "dedupe_key": push.dedupe_key,
+        "nonce": nonce,
+        "content_type": raw.content_type[:128],
+        "headers": json.dumps(headers),  # KEPT_HEADERS is sorted
+        "body": raw.body,
+        "status": EventStatus.RECEIVED if push.actionable else EventStatus.IGNORED,
+        "ignored_reason": push.ignored_reason,
+        "attempts": 0,
+        "received_at": now,
+        "updated_at": now,
+    }
 
 
 def store_push(
@@ -83,36 +105,28 @@ def store_push(
     A nonce is spent once: by the event it arrives with (`events.nonce`, unique per source), or, when
     the push is a duplicate, in `nonces`. A push whose nonce is spent is refused (ReplayedNonce),
     unless it is the very push that spent it, sent again because our answer was lost: a duplicate.
-    The checks run in the transaction that stores the push, so a push we could not store leaves no
-    nonce behind to refuse its retry.
+    The INSERT itself refuses a spent nonce, and a nonce is spent only once the push is stored or
+    known to be a duplicate, so a push we could not store leaves no nonce behind to refuse its retry.
     """
     now = received_at or utcnow()
-    headers = {name: value for name in KEPT_HEADERS if (value := raw.headers.get(name)) is not None}
-    values = {
-        "source": source,
-        "message_type": push.message_type,
-        "kind": push.kind,
-        "platform": push.order.platform if push.order else None,
-        "order_id": push.order.order_id if push.order else None,
-        "dedupe_key": push.dedupe_key,
-        "nonce": nonce,
-        "body_sha256": hashlib.sha256(raw.body).hexdigest(),
-        "content_type": raw.content_type[:128],
-        "headers": json.dumps(headers),  # KEPT_HEADERS is sorted
-        "body": raw.body,
-        "status": EventStatus.RECEIVED if push.actionable else EventStatus.IGNORED,
-        "ignored_reason": push.ignored_reason,
-        "attempts": 0,
-        "received_at": now,
-        "updated_at": now,
-    }
+    values = event_values(source, raw, push, nonce, now)
     sql = _statements(engine)
-    with driver_cursor(engine) as cursor:
-        row = _first(cursor, sql.insert, values)
-        if row is None and nonce is not None:  # a duplicate, or a replay
+    # The INSERT alone is the transaction (one round trip on PostgreSQL): a push stored is committed.
+    with driver_cursor(engine, autocommit=True) as cursor:
+        cursor.execute(sql.insert.sql, sql.insert.params(values))
+        event_id = _inserted_id(cursor)
+    if event_id is None and nonce is not None:  # a duplicate, or a replay; the INSERT wrote nothing
+        with driver_cursor(engine) as cursor:
             _spend(cursor, sql, {"source": source, "nonce": nonce}, now, same_push=push.dedupe_key)
-    event_id = row[0] if row else None
     return Stored(event_id=event_id, duplicate=event_id is None)
+
+
+def _inserted_id(cursor: Any) -> int | None:
+    """The id of the row the inbox INSERT stored, or None when it stored none."""
+    if cursor.description is not None:  # RETURNING
+        row = cursor.fetchone()
+        return row[0] if row else None
+    return cursor.lastrowid if cursor.rowcount == 1 else None
 
 
 def spend_nonce(engine: Engine, source: str, nonce: str) -> None:

@@ -91,7 +91,6 @@ class Event(Base):
     order_id: Mapped[str | None] = mapped_column(String(64), index=True)
     dedupe_key: Mapped[str] = mapped_column(String(64))
     nonce: Mapped[str | None] = mapped_column(String(64))
-    body_sha256: Mapped[str] = mapped_column(String(64))
     content_type: Mapped[str] = mapped_column(String(128))
     headers: Mapped[str] = mapped_column(Text)
     body: Mapped[bytes] = mapped_column(LargeBinary)

@@ -36,11 +36,15 @@ class WriterLockedConnection(sqlite3.Connection):
     lock_fd: int | None = None
     lock_timeout: float = 5.0
 
-    def begin_immediate(self) -> None:
-        """Take the flock, then SQLite's write lock."""
+    def lock_writer(self) -> None:
+        """Take the flock: the next statement may write, and commits on its own (autocommit mode)."""
         if self.lock_fd is not None:
             fd = self.lock_fd
             until_unlocked(lambda: fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB), self.lock_timeout)
+
+    def begin_immediate(self) -> None:
+        """Take the flock, then SQLite's write lock."""
+        self.lock_writer()
         try:
             self.execute("BEGIN IMMEDIATE")
         except BaseException:

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any, Protocol
 
-from marshmallow import ValidationError
+from marshmallow import EXCLUDE, ValidationError, missing
 
 from receiver.errors import PermanentProviderError, TransientProviderError
 
@@ -194,7 +194,9 @@ def has_control(text: str) -> bool:
     No provider id or message type has one; in our columns, logs and pages they are trouble (a NUL
     is refused by PostgreSQL, a newline forges a log line), so a push carrying one is malformed.
     """
-    return any(unicodedata.category(ch) in CONTROL_CATEGORIES for ch in text)
+    # isprintable() is one C loop, true for almost every text we see, and false for every character
+    # of these categories (and for some harmless ones, such as a no-break space): only then look closer.
+    return not text.isprintable() and any(unicodedata.category(ch) in CONTROL_CATEGORIES for ch in text)
 
 
 CONTROL_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp"})  # Cs: a lone surrogate, which no database stores
@@ -204,6 +206,33 @@ def plain_text(value: str) -> None:
     """A marshmallow validator: no control characters (see `has_control`)."""
     if has_control(value):
         raise ValidationError("must not contain control characters")
+
+
+def loader(schema: Schema) -> Callable[[Mapping[str, Any]], dict[str, Any]]:
+    """`schema.load` for a flat schema that drops unknown keys and has no hooks, at a tenth of its cost.
+
+    Each of the schema's own fields deserializes and validates its value, as `schema.load` has them
+    do, without `Schema.load`'s machinery around them (about 0.1 ms of a push's 0.5). Whatever a
+    field refuses is loaded again by `schema.load` itself, so a refusal and its message are the
+    schema's: the schema stays the one statement of the rules.
+    """
+    hooks = getattr(schema, "_hooks", None)
+    if hooks is None or any(hooks.values()) or schema.unknown != EXCLUDE:
+        raise ValueError(f"{type(schema).__name__} needs Schema.load: it has hooks or keeps unknown keys")
+    plan = [(f.data_key or name, f.attribute or name, f) for name, f in schema.load_fields.items()]
+
+    def load(data: Mapping[str, Any]) -> dict[str, Any]:
+        loaded: dict[str, Any] = {}
+        try:
+            for key, attr, field in plan:
+                value = field.deserialize(data.get(key, missing), key, data)
+                if value is not missing:
+                    loaded[attr] = value
+        except ValidationError:
+            return schema.load(data)  # raises the schema's own error
+        return loaded
+
+    return load
 
 
 def first_field(err: ValidationError, default: str) -> str:

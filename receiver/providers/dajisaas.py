@@ -36,6 +36,7 @@ from receiver.providers import (
     answer_data,
     first_field,
     has_control,
+    loader,
     order_records,
     pages_by_total,
     plain_text,
@@ -268,6 +269,7 @@ class TaobaoMessageSchema(Schema):
 
 MESSAGE = MessageSchema()  # reused: building a schema per push costs more than the load
 TAOBAO_MESSAGE = TaobaoMessageSchema()
+LOADERS = {MESSAGE: loader(MESSAGE), TAOBAO_MESSAGE: loader(TAOBAO_MESSAGE)}
 
 
 def _form(raw: RawPush) -> dict[str, str]:
@@ -308,7 +310,7 @@ def message_order_id(data: Mapping[str, Any]) -> str | None:
 
 def _load(schema: Schema, data: dict[str, Any]) -> dict[str, Any]:
     try:
-        return schema.load(data)
+        return LOADERS[schema](data)
     except ValidationError as err:
         field = first_field(err, "message")
         raise MalformedPush(f"{field}: {err.normalized_messages()[field]}", field=f"{MESSAGE_FIELD}.{field}") from None

@@ -37,6 +37,7 @@ from receiver.providers import (
     as_int,
     first_field,
     has_control,
+    loader,
     order_records,
     pages_by_total,
     plain_text,
@@ -261,6 +262,7 @@ class EnvelopeSchema(Schema):
 # One instance for every push: a marshmallow schema is reusable, and building one per push costs
 # more than validating the envelope.
 ENVELOPE = EnvelopeSchema()
+LOAD_ENVELOPE = loader(ENVELOPE)
 
 
 def base_type(message_type: str) -> str:
@@ -391,7 +393,7 @@ class XportcnFamily:
         if not isinstance(data, dict):
             raise MalformedPush("body must be a JSON object", field="body")
         try:
-            env = ENVELOPE.load(data)
+            env = LOAD_ENVELOPE(data)
         except ValidationError as err:
             field = first_field(err, "body")
             raise MalformedPush(f"{field}: {err.normalized_messages()[field]}", field=field) from None

@@ -319,7 +319,7 @@ def summarise(
     svc = app.extensions["receiver"]
     with svc.Session() as session:
         statuses = Counter(session.scalars(select(Event.status)))
-        stored = set(session.scalars(select(Event.body_sha256)))
+        stored = {hashlib.sha256(body).hexdigest() for body in session.scalars(select(Event.body))}
         doubled = session.execute(
             select(func.count()).select_from(
                 select(OrderChange.order_id, OrderChange.field, OrderChange.old, OrderChange.new)

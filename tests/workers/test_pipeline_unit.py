@@ -57,7 +57,7 @@ def add_event(svc: Any, status: str = EventStatus.RECEIVED, order_id: str | None
               body: bytes | None = None, attempts: int = 0, updated_at: datetime | None = None) -> int:
     n = next(_serial)
     event = Event(source=source, message_type="ORDER_BUYER_VIEW_ORDER_PRICE_MODIFY", kind="price", platform="1688",
-                  order_id=order_id, dedupe_key=f"dedupe-{n}", body_sha256="0" * 64, content_type="application/json",
+                  order_id=order_id, dedupe_key=f"dedupe-{n}", content_type="application/json",
                   headers="{}", body=body or envelope(), status=status, attempts=attempts,
                   received_at=updated_at or utcnow(), updated_at=updated_at or utcnow())
     with svc.Session.begin() as session:
@@ -481,7 +481,7 @@ def test_stuck_events_at_the_edges_of_their_grace(svc: Any, frozen_now: datetime
 
 def test_stuck_events_come_a_thousand_at_a_time(svc: Any, frozen_now: datetime) -> None:
     old = frozen_now - timedelta(hours=1)
-    rows = [dict(source="demo", message_type="T", kind="price", platform="1688", order_id=ORDER, dedupe_key=f"bulk-{n}", body_sha256="0" * 64,
+    rows = [dict(source="demo", message_type="T", kind="price", platform="1688", order_id=ORDER, dedupe_key=f"bulk-{n}",
                  content_type="application/json", headers="{}", body=b"{}", status=EventStatus.RECEIVED, attempts=0, received_at=old,
                  updated_at=old) for n in range(1001)]
     with svc.engine.begin() as conn:

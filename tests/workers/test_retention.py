@@ -21,7 +21,7 @@ def add_events(app, *rows: tuple[str, int]) -> None:  # type: ignore[no-untyped-
     for i, (status, days) in enumerate(rows):
         at = utcnow() - timedelta(days=days)
         values.append({"source": "demo", "message_type": "ORDER_CREATE", "kind": "status", "platform": "1688",
-                       "order_id": f"{i}", "dedupe_key": f"k{i}-{time.time_ns()}", "nonce": None, "body_sha256": "",
+                       "order_id": f"{i}", "dedupe_key": f"k{i}-{time.time_ns()}", "nonce": None,
                        "content_type": "application/json", "headers": "{}", "body": b"{}", "status": status,
                        "attempts": 1, "received_at": at, "updated_at": at})
     with app.extensions["receiver"].engine.begin() as conn:
