@@ -10,6 +10,7 @@ writes it down. (Pages that read one event or count a few statuses query the tab
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import time
 from collections.abc import Mapping
@@ -20,12 +21,15 @@ from typing import Any
 
 from sqlalchemy import Engine, Select, bindparam, delete, exists, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql.elements import BindParameter
 
 from receiver.db import DriverStatement, driver_cursor
 from receiver.errors import ReplayedNonce
 from receiver.models import Event, EventStatus, SpentNonce, utcnow
 from receiver.providers import KEPT_HEADERS, Push, RawPush
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -111,14 +115,27 @@ def store_push(
     now = received_at or utcnow()
     values = event_values(source, raw, push, nonce, now)
     sql = _statements(engine)
-    # The INSERT alone is the transaction (one round trip on PostgreSQL): a push stored is committed.
-    with driver_cursor(engine, autocommit=True) as cursor:
-        cursor.execute(sql.insert.sql, sql.insert.params(values))
-        event_id = _inserted_id(cursor)
+    try:
+        event_id = _insert(engine, sql, values)
+    except DBAPIError as err:
+        if not err.connection_invalidated:
+            raise
+        # The pooled connection was lost (the inbox's engine does not ping it first): once more, on a
+        # fresh one. If the first INSERT was committed before the loss, this one finds it: a duplicate.
+        log.warning("inbox.connection_lost source=%s", source)
+        event_id = _insert(engine, sql, values)
     if event_id is None and nonce is not None:  # a duplicate, or a replay; the INSERT wrote nothing
         with driver_cursor(engine) as cursor:
             _spend(cursor, sql, {"source": source, "nonce": nonce}, now, same_push=push.dedupe_key)
     return Stored(event_id=event_id, duplicate=event_id is None)
+
+
+def _insert(engine: Engine, sql: _Statements, values: Mapping[str, Any]) -> int | None:
+    """Run the inbox INSERT; the new event's id, or None when it stored nothing."""
+    # The INSERT alone is the transaction (one round trip on PostgreSQL): a push stored is committed.
+    with driver_cursor(engine, autocommit=True) as cursor:
+        cursor.execute(sql.insert.sql, sql.insert.params(values))
+        return _inserted_id(cursor)
 
 
 def _inserted_id(cursor: Any) -> int | None:
