@@ -207,7 +207,9 @@ def inbox() -> str:
     scope = listing(source=source, order=order)
     listed = listing(status, source, order)
     svc = services()
-    everything = status_counts(svc.read_engine, svc.settings.counts_ttl)  # cached: no scan per view
+    everything = status_counts(  # cached: no scan per view
+        svc.read_engine, svc.settings.counts_ttl, svc.redis, svc.key("inbox-counts")
+    )
     dead_by_source = {s: n for (s, st), n in everything.items() if st == EventStatus.DEAD and n}
     with svc.ReadSession() as session:
         if order:  # one order's events: few, and found through the order_id index

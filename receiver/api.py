@@ -63,7 +63,9 @@ def list_events() -> Response:
     status, source = status_arg(), request.args.get("source", "")
     stmt = listing(status, source)
     svc = services()
-    counts = status_counts(svc.read_engine, svc.settings.counts_ttl)  # cached: no scan per call
+    counts = status_counts(  # cached: no scan per call
+        svc.read_engine, svc.settings.counts_ttl, svc.redis, svc.key("inbox-counts")
+    )
     total = sum(n for (s, st), n in counts.items() if (not source or s == source) and (not status or st == status))
     with svc.ReadSession() as session:
         events = session.scalars(stmt.limit(per_page).offset((page - 1) * per_page))

@@ -142,8 +142,7 @@ def app_for_command() -> Iterator[Flask]:
         yield app
     finally:
         svc = app.extensions["receiver"]
-        svc.engine.dispose()
-        svc.read_engine.dispose()
+        svc.dispose()
         # Only the clients this command made: both are created on first use.
         if "redis" in vars(svc):
             svc.redis.close()

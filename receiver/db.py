@@ -13,11 +13,12 @@ from sqlalchemy.orm import Session, sessionmaker
 from receiver.sqlite import sqlite_engine, sqlite_read_engine
 
 
-def make_engine(url: str, pool_size: int = 5, timeout: float = 5.0) -> Engine:
+def make_engine(url: str, pool_size: int = 5, timeout: float = 5.0, pre_ping: bool = True) -> Engine:
     """An engine for `url`: SQLite in WAL mode with a busy timeout, others with a bounded pool.
 
     `timeout` bounds how long a statement waits for a lock (SQLite) or a connection: a push that
-    cannot be stored by then gets 503, and the provider pushes it again later.
+    cannot be stored by then gets 503, and the provider pushes it again later. `pre_ping`: each
+    checkout first asks the server whether the connection still works (a round trip).
     """
     if url.startswith("sqlite"):
         return sqlite_engine(url, timeout)
@@ -25,7 +26,7 @@ def make_engine(url: str, pool_size: int = 5, timeout: float = 5.0) -> Engine:
         url,
         pool_size=pool_size,
         max_overflow=pool_size,
-        pool_pre_ping=True,
+        pool_pre_ping=pre_ping,
         pool_timeout=timeout,
         connect_args={"connect_timeout": max(1, int(timeout))} if url.startswith("postgresql") else {},
     )
@@ -35,6 +36,13 @@ def make_read_engine(url: str, writer: Engine, timeout: float = 5.0) -> Engine:
     """The engine for reads that must never make a push wait: SQLite's reads go around the writer's
     lock and pool; other databases read under MVCC, so the writer's engine serves."""
     return sqlite_read_engine(url, timeout) if url.startswith("sqlite") else writer
+
+
+def make_inbox_engine(url: str, writer: Engine, timeout: float = 5.0) -> Engine:
+    """The engine of the inbox's INSERT: on a server, a pool without the pre-ping, which was half of a
+    push's round trips; `receiver.inbox.store_push` tries again on a lost connection instead. SQLite
+    has no server to lose and one writer's connection and lock per process: the writer serves."""
+    return writer if url.startswith("sqlite") else make_engine(url, timeout=timeout, pre_ping=False)
 
 
 def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:
@@ -86,7 +94,8 @@ def driver_cursor(engine: Engine, autocommit: bool = False) -> Iterator[Any]:
     IMMEDIATE the lock was held across five returns to Python, each waiting for the GIL while
     every other writer waited for the lock.
     An exception rolls the transaction back: the pool does so for every connection returned to it.
-    Driver errors are raised as SQLAlchemy's, as the rest of the code expects them.
+    Driver errors are raised as SQLAlchemy's, as the rest of the code expects them; a lost connection
+    (a restarted server, an ended backend) as one with `connection_invalidated` set.
     """
     dbapi_error = engine.dialect.loaded_dbapi.Error
     connection = None
@@ -105,10 +114,15 @@ def driver_cursor(engine: Engine, autocommit: bool = False) -> Iterator[Any]:
             cursor.close()
         connection.commit()
     except dbapi_error as err:
-        raise DBAPIError.instance(None, None, err, dbapi_error) from err
+        lost = connection is not None and engine.dialect.is_disconnect(err, connection.dbapi_connection, None)
+        if lost and connection is not None:
+            # As SQLAlchemy's own Connection does: every pooled connection older than this one is
+            # replaced at its next checkout, since a restarted server lost them all.
+            engine.pool._invalidate(connection, err)
+        raise DBAPIError.instance(None, None, err, dbapi_error, connection_invalidated=lost) from err
     finally:
         if connection is not None:
-            if switched:
+            if switched and connection.is_valid:
                 try:
                     connection.dbapi_connection.autocommit = False  # type: ignore[union-attr]
                 except dbapi_error:  # a broken connection: never back into the pool half set

@@ -10,6 +10,7 @@ writes it down. (Pages that read one event or count a few statuses query the tab
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import time
 from collections.abc import Mapping
@@ -18,14 +19,19 @@ from datetime import datetime, timedelta
 from functools import cache
 from typing import Any
 
+from redis import Redis
+from redis.exceptions import RedisError
 from sqlalchemy import Engine, Select, bindparam, delete, exists, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql.elements import BindParameter
 
 from receiver.db import DriverStatement, driver_cursor
 from receiver.errors import ReplayedNonce
 from receiver.models import Event, EventStatus, SpentNonce, utcnow
 from receiver.providers import KEPT_HEADERS, Push, RawPush
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -111,14 +117,27 @@ def store_push(
     now = received_at or utcnow()
     values = event_values(source, raw, push, nonce, now)
     sql = _statements(engine)
-    # The INSERT alone is the transaction (one round trip on PostgreSQL): a push stored is committed.
-    with driver_cursor(engine, autocommit=True) as cursor:
-        cursor.execute(sql.insert.sql, sql.insert.params(values))
-        event_id = _inserted_id(cursor)
+    try:
+        event_id = _insert(engine, sql, values)
+    except DBAPIError as err:
+        if not err.connection_invalidated:
+            raise
+        # The pooled connection was lost (the inbox's engine does not ping it first): once more, on a
+        # fresh one. If the first INSERT was committed before the loss, this one finds it: a duplicate.
+        log.warning("inbox.connection_lost source=%s", source)
+        event_id = _insert(engine, sql, values)
     if event_id is None and nonce is not None:  # a duplicate, or a replay; the INSERT wrote nothing
         with driver_cursor(engine) as cursor:
             _spend(cursor, sql, {"source": source, "nonce": nonce}, now, same_push=push.dedupe_key)
     return Stored(event_id=event_id, duplicate=event_id is None)
+
+
+def _insert(engine: Engine, sql: _Statements, values: Mapping[str, Any]) -> int | None:
+    """Run the inbox INSERT; the new event's id, or None when it stored nothing."""
+    # The INSERT alone is the transaction (one round trip on PostgreSQL): a push stored is committed.
+    with driver_cursor(engine, autocommit=True) as cursor:
+        cursor.execute(sql.insert.sql, sql.insert.params(values))
+        return _inserted_id(cursor)
 
 
 def _inserted_id(cursor: Any) -> int | None:
@@ -174,33 +193,77 @@ def raw_push(event: Event) -> RawPush:
 
 
 # The inbox's counts by source and status may be a few seconds old (RECEIVER_COUNTS_TTL): counting a
-# large inbox costs a scan, and /metrics and the admin pages ask for them on every view.
-_counts: dict[int, tuple[float, dict[tuple[str, str, str, str | None], int]]] = {}
-_counting = threading.Lock()  # one scan at a time when the cache runs out, not one per thread
+# large inbox costs a scan (0.2-0.6 s of a request thread at a million events on PostgreSQL), and
+# /metrics and the admin pages ask for them on every view. The count is shared between processes in
+# Redis, and one process at a time counts again when it runs out; each keeps its copy for the TTL.
+Counts = dict[tuple[str, str, str, str | None], int]
+COUNT_LOCK_SECONDS = 10  # the longest a count may hold the others off; a holder that died frees it then
+_counts: dict[int, tuple[float, Counts]] = {}  # id(read engine): (when counted, wall clock; the counts)
+_counting = threading.Lock()  # one scan at a time in a process, not one per thread
 
 
-def inbox_counts(read_engine: Engine, ttl: float) -> dict[tuple[str, str, str, str | None], int]:
-    """Events by (source, status, kind, platform), at most `ttl` seconds old, read off the writer's path."""
+def inbox_counts(read_engine: Engine, ttl: float, redis: Redis | None = None, key: str = "inbox-counts") -> Counts:
+    """Events by (source, status, kind, platform), at most `ttl` seconds old, read off the writer's path;
+    shared through `redis` under `key` when given (a stale count while another process counts)."""
     cached = _counts.get(id(read_engine))
-    if cached is not None and time.monotonic() - cached[0] < ttl:
+    if cached is not None and time.time() - cached[0] < ttl:
         return cached[1]
     with _counting:
         cached = _counts.get(id(read_engine))
-        if cached is not None and time.monotonic() - cached[0] < ttl:  # another thread just counted
+        if cached is not None and time.time() - cached[0] < ttl:  # another thread just counted
             return cached[1]
-        now = time.monotonic()
-        columns = (Event.source, Event.status, Event.kind, Event.platform)
-        with read_engine.connect() as conn:
-            rows = conn.execute(select(*columns, func.count()).group_by(*columns)).all()
-        counts = {(source, status, kind, platform): n for source, status, kind, platform, n in rows}
-        _counts[id(read_engine)] = (now, counts)
-        return counts
+        # A TTL of 0 asks for the counts as they are now: nothing shared can be that fresh.
+        counted = _shared_counts(read_engine, ttl, redis, key) if redis is not None and ttl > 0 else None
+        if counted is None:
+            counted = (time.time(), _count(read_engine))
+        _counts[id(read_engine)] = counted
+        return counted[1]
 
 
-def status_counts(read_engine: Engine, ttl: float) -> dict[tuple[str, str], int]:
+def _shared_counts(read_engine: Engine, ttl: float, redis: Redis, key: str) -> tuple[float, Counts] | None:
+    """The counts in Redis if fresh; else counted here, unless another process is counting: then the
+    last counts, however old. None when Redis fails or holds no counts while another process counts."""
+    lock = f"{key}:lock"
+    try:
+        held = redis.get(key)
+        last = None if held is None else _decode(held)
+        if last is not None and time.time() - last[0] < ttl:
+            return last
+        if not redis.set(lock, "1", nx=True, ex=COUNT_LOCK_SECONDS):
+            return last  # rather than wait for the other count or run one more beside it
+    except RedisError as err:
+        log.warning("inbox.counts_unshared error=%s", err.__class__.__name__)
+        return None
+    counted = (time.time(), _count(read_engine))
+    try:
+        with redis.pipeline() as pipe:
+            # Kept long after the TTL: while one process counts again, the others serve these.
+            pipe.set(key, json.dumps([counted[0], [[*group, n] for group, n in counted[1].items()]]), ex=3600)
+            pipe.delete(lock)  # (after COUNT_LOCK_SECONDS it may be another's: then one more count runs)
+            pipe.execute()
+    except RedisError as err:
+        log.warning("inbox.counts_unshared error=%s", err.__class__.__name__)
+    return counted
+
+
+def _decode(held: bytes | str) -> tuple[float, Counts]:
+    at, rows = json.loads(held)
+    return at, {(source, status, kind, platform): n for source, status, kind, platform, n in rows}
+
+
+def _count(read_engine: Engine) -> Counts:
+    columns = (Event.source, Event.status, Event.kind, Event.platform)
+    with read_engine.connect() as conn:
+        rows = conn.execute(select(*columns, func.count()).group_by(*columns)).all()
+    return {(source, status, kind, platform): n for source, status, kind, platform, n in rows}
+
+
+def status_counts(
+    read_engine: Engine, ttl: float, redis: Redis | None = None, key: str = "inbox-counts"
+) -> dict[tuple[str, str], int]:
     """Events by (source, status), from `inbox_counts`."""
     totals: dict[tuple[str, str], int] = {}
-    for (source, status, _, _), n in inbox_counts(read_engine, ttl).items():
+    for (source, status, _, _), n in inbox_counts(read_engine, ttl, redis, key).items():
         totals[source, status] = totals.get((source, status), 0) + n
     return totals
 

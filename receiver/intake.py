@@ -100,7 +100,7 @@ def accept(svc: Services, source_name: str, token: str | None, client_ip: str | 
         spend(svc, source, auth)
         raise MalformedPush("body could not be read", field="body") from err
     try:
-        stored = store_push(svc.engine, source.name, raw, push, nonce=auth.nonce)
+        stored = store_push(svc.inbox_engine, source.name, raw, push, nonce=auth.nonce)
     except SQLAlchemyError as err:  # the provider must retry: never a false 200
         log.exception("callback.store_failed source=%s", source.name)
         raise StoreUnavailable("could not store the push, retry later") from err

@@ -169,8 +169,9 @@ class InboxCollector:
         )
         try:
             ttl = self.svc.settings.counts_ttl  # cheap: a scan of the inbox per scrape would not be
-            counts = inbox_counts(self.svc.read_engine, ttl)
-            rows = [(source, status, n) for (source, status), n in status_counts(self.svc.read_engine, ttl).items()]
+            shared = (self.svc.redis, self.svc.key("inbox-counts"))
+            counts = inbox_counts(self.svc.read_engine, ttl, *shared)
+            rows = [(source, status, n) for (source, status), n in status_counts(self.svc.read_engine, ttl, *shared).items()]
             ignored = [
                 (s, kind, platform, n) for (s, status, kind, platform), n in counts.items() if status == EventStatus.IGNORED
             ]

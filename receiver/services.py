@@ -13,7 +13,7 @@ from sqlalchemy import Engine, orm
 from sqlalchemy.orm import sessionmaker
 
 from receiver.config import Settings
-from receiver.db import make_engine, make_read_engine, make_sessionmaker
+from receiver.db import make_engine, make_inbox_engine, make_read_engine, make_sessionmaker
 
 
 @dataclass
@@ -25,12 +25,14 @@ class Services:
     Session: sessionmaker[orm.Session] = field(init=False)
     read_engine: Engine = field(init=False)  # for pages, the API and metrics: never holds up a push
     ReadSession: sessionmaker[orm.Session] = field(init=False)
+    inbox_engine: Engine = field(init=False)  # the callback's INSERT alone (receiver.db.make_inbox_engine)
 
     def __post_init__(self) -> None:
         self.engine = make_engine(self.settings.database_url, timeout=self.settings.db_timeout)
         self.Session = make_sessionmaker(self.engine)
         self.read_engine = make_read_engine(self.settings.database_url, self.engine, timeout=self.settings.db_timeout)
         self.ReadSession = make_sessionmaker(self.read_engine)
+        self.inbox_engine = make_inbox_engine(self.settings.database_url, self.engine, timeout=self.settings.db_timeout)
 
     @cached_property
     def redis(self) -> redis.Redis:
@@ -51,6 +53,11 @@ class Services:
         session = requests.Session()
         session.headers["User-Agent"] = "sourcing-receiver/0.1"
         return session
+
+    def dispose(self) -> None:
+        """Close the pooled database connections of every engine."""
+        for engine in {self.engine, self.read_engine, self.inbox_engine}:
+            engine.dispose()
 
     def key(self, *parts: str) -> str:
         """A Redis key in this deployment's namespace."""

@@ -199,8 +199,7 @@ def app(settings: Settings):  # type: ignore[no-untyped-def]
     """The receiver's Flask app on the test settings."""
     app = create_app({"SETTINGS": settings, "TESTING": True})
     yield app
-    app.extensions["receiver"].engine.dispose()
-    app.extensions["receiver"].read_engine.dispose()
+    app.extensions["receiver"].dispose()
 
 
 @pytest.fixture
@@ -215,8 +214,7 @@ def make_app(app, settings: Settings) -> Iterator[Callable[..., Any]]:  # type: 
 
     yield build
     for extra in apps:
-        extra.extensions["receiver"].engine.dispose()
-        extra.extensions["receiver"].read_engine.dispose()
+        extra.extensions["receiver"].dispose()
     # Each app made itself Celery's current and default app, which shared tasks publish through: give it back.
     app.extensions["celery"].set_current()
     app.extensions["celery"].set_default()

@@ -9,7 +9,7 @@ import uuid
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import insert, select
+from sqlalchemy import insert, select, text
 
 from receiver.inbox import forget_nonces
 from receiver.models import Event, EventStatus, SpentNonce, utcnow
@@ -278,3 +278,22 @@ def test_a_signed_push_still_needs_the_url_token(app, client, url):
     resp = client.post(url, json=envelope(), headers=signed())
     assert resp.status_code == 401 and "token" in resp.json["error"]
     assert stored_events(app) == []
+
+
+def test_a_push_on_a_connection_the_server_ended_is_stored_once(app, client, caplog):
+    # The inbox's pool does not ping a connection before the INSERT: a lost one is replaced and the
+    # INSERT sent again, so the provider still gets its 200 and the inbox holds the push once.
+    svc = app.extensions["receiver"]
+    if svc.inbox_engine.dialect.name != "postgresql":
+        pytest.skip("SQLite has no server to lose a connection to")
+    assert client.post(URL, json=envelope(), headers=signed()).status_code == 200  # a pooled connection now
+    with svc.engine.connect() as conn:  # as a server restart would: every other backend of the database ends
+        ended = conn.execute(text(
+            "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid, 5000)) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )).scalar_one()
+    assert ended >= 1
+    body = envelope(messageType="ORDER_BUYER_VIEW_ORDER_STATUS_CHANGE")
+    assert client.post(URL, json=body, headers=signed()).status_code == 200
+    assert "inbox.connection_lost" in caplog.text
+    assert [e.message_type for e in stored_events(app)].count(body["messageType"]) == 1

@@ -174,7 +174,7 @@ def test_counts_by_source_status_kind_and_platform(unit_services: Any, monkeypat
 def test_counts_may_be_as_old_as_the_ttl(unit_services: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(inbox, "_counts", {})
     clock = [1000.0]
-    monkeypatch.setattr(inbox, "time", SimpleNamespace(monotonic=lambda: clock[0]))
+    monkeypatch.setattr(inbox, "time", SimpleNamespace(time=lambda: clock[0]))
     store_many(unit_services, ("demo", "price", None))
     assert sum(inbox.inbox_counts(unit_services.read_engine, 5).values()) == 1
     store_many(unit_services, ("thai", "price", None))

@@ -65,6 +65,48 @@ def test_the_inbox_counts_are_cached_for_their_ttl(app, client):
     assert sum(inbox_counts(engine, ttl=0).values()) == 2
 
 
+def shared_counts(app):  # type: ignore[no-untyped-def]
+    """The inbox's counts as /metrics and the admin pages of `app` take them."""
+    svc = app.extensions["receiver"]
+    return inbox_counts(svc.read_engine, svc.settings.counts_ttl, svc.redis, svc.key("inbox-counts"))
+
+
+def fresh_apps(make_app, n: int, ttl: float):  # type: ignore[no-untyped-def]
+    """`n` apps, as if gunicorn's processes, and no counts shared yet."""
+    apps = [make_app(counts_ttl=ttl) for _ in range(n)]
+    svc = apps[0].extensions["receiver"]
+    svc.redis.delete(svc.key("inbox-counts"), svc.key("inbox-counts:lock"))
+    return apps
+
+
+def test_processes_share_one_count_of_the_inbox(client, make_app):
+    first, second = fresh_apps(make_app, 2, ttl=60)
+    assert client.post(URL, json=push()).status_code == 200
+    counted = shared_counts(first)
+    assert sum(counted.values()) == 1
+    assert client.post(URL, json=push("2542285634920880795")).status_code == 200
+    assert shared_counts(second) == counted  # the first process's count: the second did not scan
+
+
+def test_a_count_whose_process_died_holds_the_others_off_until_its_lock_expires(client, make_app):
+    first, second = fresh_apps(make_app, 2, ttl=0.3)
+    assert client.post(URL, json=push()).status_code == 200
+    counted = shared_counts(first)
+    time.sleep(0.4)  # the count is out of date: the next read counts again, unless another process is
+    svc = first.extensions["receiver"]
+    svc.redis.set(svc.key("inbox-counts:lock"), "1", px=1000)  # a process took the lock, then died
+    assert client.post(URL, json=push("2542285634920880795")).status_code == 200
+    assert shared_counts(second) == counted  # the last count, rather than a wait or a scan
+    time.sleep(1.1)
+    assert sum(shared_counts(second).values()) == 2  # the lock expired: this one counted
+
+
+def test_without_redis_a_process_counts_for_itself(client, make_app):
+    alone = make_app(counts_ttl=60, broker_url="redis://127.0.0.1:1/0")
+    assert client.post(URL, json=push()).status_code == 200
+    assert sum(shared_counts(alone).values()) == 1
+
+
 @pytest.mark.parametrize("url", ["/api/events?page=²", "/api/events?per_page=٣", "/api/events?page=" + "9" * 5000,
                                  "/admin/events?page=²", "/admin/events?page=0", "/admin/events?page=1001", "/api/events?page=1001",
                                  "/admin/orders?page=0", "/admin/orders?since=1x", "/admin/changes?since=99999d"])
