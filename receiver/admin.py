@@ -26,7 +26,7 @@ from receiver import charts, dispatch, metrics, stats
 from receiver.args import STATUSES, page_arg, status_arg, when_arg
 from receiver.auth import token_matches
 from receiver.errors import BadRequest, NotFound, QueueUnavailable, ReceiverError, Unauthorized
-from receiver.inbox import event_headers, listing, select_for_replay, status_counts
+from receiver.inbox import current_status_counts, event_headers, listing, select_for_replay
 from receiver.logs import loggable
 from receiver.models import Alert, Event, EventStatus, Order, utcnow
 from receiver.money import yuan, yuan_digits
@@ -207,9 +207,7 @@ def inbox() -> str:
     scope = listing(source=source, order=order)
     listed = listing(status, source, order)
     svc = services()
-    everything = status_counts(  # cached: no scan per view
-        svc.read_engine, svc.settings.counts_ttl, svc.redis, svc.key("inbox-counts")
-    )
+    everything = current_status_counts(svc)  # cached: no scan per view
     dead_by_source = {s: n for (s, st), n in everything.items() if st == EventStatus.DEAD and n}
     with svc.ReadSession() as session:
         if order:  # one order's events: few, and found through the order_id index

@@ -10,7 +10,7 @@ from werkzeug.exceptions import HTTPException
 from receiver.args import int_arg, page_arg, status_arg
 from receiver.auth import check_bearer
 from receiver.errors import NotFound, ReceiverError
-from receiver.inbox import listing, status_counts
+from receiver.inbox import current_status_counts, listing
 from receiver.logs import loggable
 from receiver.models import Event
 from receiver.orders import find_order, order_json
@@ -63,9 +63,7 @@ def list_events() -> Response:
     status, source = status_arg(), request.args.get("source", "")
     stmt = listing(status, source)
     svc = services()
-    counts = status_counts(  # cached: no scan per call
-        svc.read_engine, svc.settings.counts_ttl, svc.redis, svc.key("inbox-counts")
-    )
+    counts = current_status_counts(svc)  # cached: no scan per call
     total = sum(n for (s, st), n in counts.items() if (not source or s == source) and (not status or st == status))
     with svc.ReadSession() as session:
         events = session.scalars(stmt.limit(per_page).offset((page - 1) * per_page))

@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from redis import Redis
 from redis.exceptions import RedisError
@@ -30,6 +30,9 @@ from receiver.db import DriverStatement, driver_cursor
 from receiver.errors import ReplayedNonce
 from receiver.models import Event, EventStatus, SpentNonce, utcnow
 from receiver.providers import KEPT_HEADERS, Push, RawPush
+
+if TYPE_CHECKING:
+    from receiver.services import Services
 
 log = logging.getLogger(__name__)
 
@@ -197,6 +200,7 @@ def raw_push(event: Event) -> RawPush:
 # /metrics and the admin pages ask for them on every view. The count is shared between processes in
 # Redis, and one process at a time counts again when it runs out; each keeps its copy for the TTL.
 Counts = dict[tuple[str, str, str, str | None], int]
+COUNTS_KEY = "inbox-counts"  # under the namespace
 COUNT_LOCK_SECONDS = 10  # the longest a count may hold the others off; a holder that died frees it then
 _counts: dict[int, tuple[float, Counts]] = {}  # id(read engine): (when counted, wall clock; the counts)
 _counting = threading.Lock()  # one scan at a time in a process, not one per thread
@@ -218,6 +222,16 @@ def inbox_counts(read_engine: Engine, ttl: float, redis: Redis | None = None, ke
             counted = (time.time(), _count(read_engine))
         _counts[id(read_engine)] = counted
         return counted[1]
+
+
+def current_counts(svc: Services) -> Counts:
+    """The counts as /metrics and the pages read them: RECEIVER_COUNTS_TTL old at most, shared through Redis."""
+    return inbox_counts(svc.read_engine, svc.settings.counts_ttl, svc.redis, svc.key(COUNTS_KEY))
+
+
+def current_status_counts(svc: Services) -> dict[tuple[str, str], int]:
+    """Events by (source, status), from `current_counts`."""
+    return status_counts(svc.read_engine, svc.settings.counts_ttl, svc.redis, svc.key(COUNTS_KEY))
 
 
 def _shared_counts(read_engine: Engine, ttl: float, redis: Redis, key: str) -> tuple[float, Counts] | None:

@@ -33,7 +33,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from receiver import stats
 from receiver.auth import check_bearer
 from receiver.errors import ProviderError, ReceiverError, TransientProviderError
-from receiver.inbox import inbox_counts, status_counts
+from receiver.inbox import current_counts, current_status_counts
 from receiver.models import EventStatus
 from receiver.services import Services, services
 
@@ -168,10 +168,8 @@ class InboxCollector:
             "receiver_dependency_up", "Whether the database and Redis answered this scrape.", labels=["dependency"]
         )
         try:
-            ttl = self.svc.settings.counts_ttl  # cheap: a scan of the inbox per scrape would not be
-            shared = (self.svc.redis, self.svc.key("inbox-counts"))
-            counts = inbox_counts(self.svc.read_engine, ttl, *shared)
-            rows = [(source, status, n) for (source, status), n in status_counts(self.svc.read_engine, ttl, *shared).items()]
+            counts = current_counts(self.svc)  # cached and shared: a scan of the inbox per scrape would not be cheap
+            rows = [(source, status, n) for (source, status), n in current_status_counts(self.svc).items()]
             ignored = [
                 (s, kind, platform, n) for (s, status, kind, platform), n in counts.items() if status == EventStatus.IGNORED
             ]

@@ -25,15 +25,10 @@ def process_event(event_id: int) -> str:
         wanted = pipeline.read_event(svc, event_id)
         if isinstance(wanted, str):
             return wanted
-        ref = wanted.ref
-        with logs.bound(source=wanted.source, order_id=ref.order_id):
-            countdown = pipeline.claim_refetch(svc, wanted)
-            if countdown is None:
+        with logs.bound(source=wanted.source, order_id=wanted.ref.order_id):
+            if not schedule_refetch(wanted, event_id=event_id):
                 log.info("event.coalesced")
                 return "coalesced"
-            refetch_order.apply_async(
-                (wanted.source, ref.platform, ref.order_id, dict(ref.lookup)), {"event_id": event_id}, countdown=countdown
-            )
             return "scheduled"
 
 
@@ -142,14 +137,16 @@ def refresh_open_orders(source: str) -> int:
     return scheduled
 
 
-def schedule_refetch(wanted: pipeline.Wanted, at_least: float = 0.0) -> bool:
-    """Queue a re-fetch of an order held with no push to go by (the open-order refresh, the admin's
-    button) through the claim a push takes; False when one is already on its way."""
+def schedule_refetch(wanted: pipeline.Wanted, at_least: float = 0.0, event_id: int | None = None) -> bool:
+    """Queue a re-fetch of an order through its claim (for a push's event, the open-order refresh or
+    the admin's button); False when one is already on its way and will cover it."""
     countdown = pipeline.claim_refetch(services(), wanted)
     if countdown is None:
         return False
     ref = wanted.ref
-    refetch_order.apply_async((wanted.source, ref.platform, ref.order_id, dict(ref.lookup)), countdown=max(countdown, at_least))
+    kwargs = {"event_id": event_id} if event_id is not None else {}
+    args = (wanted.source, ref.platform, ref.order_id, dict(ref.lookup))
+    refetch_order.apply_async(args, kwargs, countdown=max(countdown, at_least))
     return True
 
 

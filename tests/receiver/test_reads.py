@@ -8,7 +8,7 @@ import time
 import pytest
 from sqlalchemy import text
 
-from receiver.inbox import inbox_counts
+from receiver.inbox import current_counts, inbox_counts
 from tests.conftest import API_TOKEN, TOKENS
 from tests.receiver.test_admin import ADMIN
 
@@ -68,7 +68,7 @@ def test_the_inbox_counts_are_cached_for_their_ttl(app, client):
 def shared_counts(app):  # type: ignore[no-untyped-def]
     """The inbox's counts as /metrics and the admin pages of `app` take them."""
     svc = app.extensions["receiver"]
-    return inbox_counts(svc.read_engine, svc.settings.counts_ttl, svc.redis, svc.key("inbox-counts"))
+    return current_counts(svc)
 
 
 def fresh_apps(make_app, n: int, ttl: float):  # type: ignore[no-untyped-def]
